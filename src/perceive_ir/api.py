@@ -1,0 +1,889 @@
+"""``restore()`` and ``perceive()``: input handling, intensity scaling, device, tiles, dask.
+
+The two public functions accept numpy arrays (uint8, uint16 and other integers, float32,
+float64), dask arrays, zarr arrays or a path (TIFF, zarr, npy, png). An image is seen as a
+set of *planes*: each 2D plane (grayscale) or RGB plane is restored on its own, tile by
+tile, and written back in place, so the result has the input's shape and dtype.
+
+Axes
+----
+Letters: ``Y``, ``X`` (the plane), ``C`` (channels; ``S`` is read as ``C``), and any of
+``T``, ``Z``, ``Q``, ``I`` for stack axes. When ``axes`` is not given it is taken from the
+file's metadata when there is one, otherwise inferred from the shape:
+
+====== =============================== ===========
+ndim   last axis of size 3 or 4        otherwise
+====== =============================== ===========
+2                                      ``YX``
+3      ``YXC``                         ``ZYX``
+4      ``ZYXC``                        ``TZYX``
+5      ``TZYXC``                       ``TCZYX``
+====== =============================== ===========
+
+A ``C`` axis of size 3 is restored jointly as RGB by an RGB model; size 4 is RGB plus an
+alpha channel that is passed through unchanged; any other channel count (fluorescence
+channels) is restored channel by channel. A grayscale plane given to an RGB model is
+replicated to three channels and the output averaged back.
+
+Intensities
+-----------
+``uint8`` is divided by 255. Other integer types are mapped by robust percentiles
+(0.1 and 99.9) to [0, 1], with the exact inverse applied afterwards. Floats already in
+[0, 1], give or take noise excursions (the 0.1/99.9 percentiles of 8x8 block means, where
+noise averages out, inside [-0.05, 1.05]; raw values inside [-1, 2]), are used as they are (noisy values are not clipped before the model sees them); other
+floats are percentile-normalised like integers. One scaling is computed per channel for
+the whole array (all planes), so tiles, planes and chunks share it. Results are returned
+in the input dtype, rounded and clipped to its range for integers, or as float32 with
+``out_dtype="float32"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from . import io as image_io
+from .models import TIERS, Condition, QualityPerceiver, Restorer
+from .tiling import RowBandAccumulator, TileGrid
+from .zoo import load_perceiver, load_restorer
+
+__all__ = [
+    "restore",
+    "restore_steps",
+    "perceive",
+    "QualityMap",
+    "Progress",
+    "Cancelled",
+    "InputError",
+    "IntensityScaling",
+    "infer_axes",
+    "resolve_device",
+]
+
+STACK_AXES = "TZQI"
+MIN_SIDE = 4
+PERCENTILES = (0.1, 99.9)
+
+
+class InputError(ValueError):
+    """The input image or an argument cannot be used (the message says why)."""
+
+
+class Cancelled(RuntimeError):
+    """The run was cancelled by the caller; nothing was written under the output name."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress event: ``done`` of ``total`` tiles."""
+
+    done: int
+    total: int
+
+
+# --------------------------------------------------------------------------------------
+# axes
+
+
+def infer_axes(shape: Sequence[int]) -> str:
+    """Axes string for an array of ``shape`` by the rule in the module docstring."""
+    ndim = len(shape)
+    if ndim < 2 or ndim > 5:
+        raise InputError(f"expected an image with 2 to 5 dimensions, got shape {tuple(shape)}")
+    if ndim >= 3 and shape[-1] in (3, 4):
+        return {3: "YXC", 4: "ZYXC", 5: "TZYXC"}[ndim]
+    return {2: "YX", 3: "ZYX", 4: "TZYX", 5: "TCZYX"}[ndim]
+
+
+def _normalise_axes(axes: str | None, shape: Sequence[int], file_axes: str | None = None) -> str:
+    if axes is None and file_axes:
+        candidate = file_axes.upper().replace("S", "C")
+        if len(candidate) == len(shape) and "Y" in candidate and "X" in candidate:
+            axes = candidate
+    if axes is None:
+        return infer_axes(shape)
+    axes = axes.upper().replace("S", "C")
+    if len(axes) != len(shape):
+        raise InputError(f"axes {axes!r} has {len(axes)} letters but the image has {len(shape)} dimensions (shape {tuple(shape)})")
+    allowed = set("YXC" + STACK_AXES)
+    bad = sorted(set(axes) - allowed)
+    if bad:
+        raise InputError(f"axes {axes!r} contains unknown letters {bad}; use Y, X, C and stack axes {list(STACK_AXES)}")
+    if len(set(axes)) != len(axes):
+        raise InputError(f"axes {axes!r} repeats a letter")
+    if "Y" not in axes or "X" not in axes:
+        raise InputError(f"axes {axes!r} must contain both Y and X")
+    return axes
+
+
+# --------------------------------------------------------------------------------------
+# intensities
+
+
+@dataclass(frozen=True)
+class IntensityScaling:
+    """``normalised = (value - offset) / scale``, and its exact inverse."""
+
+    offset: float
+    scale: float
+
+    def forward(self, values: np.ndarray) -> np.ndarray:
+        return ((np.asarray(values, dtype=np.float32) - np.float32(self.offset)) / np.float32(self.scale)).astype(np.float32)
+
+    def inverse(self, values: np.ndarray) -> np.ndarray:
+        return values.astype(np.float32) * np.float32(self.scale) + np.float32(self.offset)
+
+
+def _sample_regions(source: Any, index: Callable[[int, int, int, int], tuple], height: int, width: int,
+                    max_blocks: int = 64, block: int = 128) -> list[np.ndarray]:
+    """Regions of a plane for intensity statistics: the whole plane when small, else a block grid."""
+    if height * width <= 4096 * 4096 and isinstance(source, np.ndarray):
+        return [np.asarray(source[index(0, height, 0, width)])]
+    per_side = max(1, int(math.sqrt(max_blocks)))
+    ys = np.unique(np.linspace(0, max(height - block, 0), per_side).astype(int))
+    xs = np.unique(np.linspace(0, max(width - block, 0), per_side).astype(int))
+    return [np.asarray(source[index(y, y + block, x, x + block)]) for y in ys for x in xs]
+
+
+def _block_means(region: np.ndarray, size: int = 8) -> np.ndarray:
+    """Means over non-overlapping size x size blocks of a (c, h, w) region (noise averaged out)."""
+    c, h, w = region.shape
+    hb, wb = h // size, w // size
+    if hb == 0 or wb == 0:
+        return region.reshape(c, -1).mean(axis=1)
+    cropped = region[:, : hb * size, : wb * size].astype(np.float64)
+    return cropped.reshape(c, hb, size, wb, size).mean(axis=(2, 4)).ravel()
+
+
+def _scaling_for(dtype: np.dtype, values: np.ndarray, smoothed: np.ndarray | None = None) -> IntensityScaling:
+    """Scaling of one channel group from its sampled ``values`` (and their 8x8 block means).
+
+    Floats count as already in [0, 1] when their block means (noise averaged out) lie in
+    [-0.05, 1.05] and the raw values, noise included, within [-1, 2].
+    """
+    if dtype == np.uint8:
+        return IntensityScaling(0.0, 255.0)
+    low, high = np.percentile(values.astype(np.float64), PERCENTILES)
+    if np.issubdtype(dtype, np.floating):
+        smooth = values if smoothed is None else smoothed
+        smooth_low, smooth_high = np.percentile(smooth.astype(np.float64), PERCENTILES)
+        if smooth_low >= -0.05 and smooth_high <= 1.05 and low >= -1.0 and high <= 2.0:
+            return IntensityScaling(0.0, 1.0)
+    span = float(high - low)
+    if span <= 0:
+        span = 1.0 if np.issubdtype(dtype, np.floating) else max(float(np.abs(high)), 1.0)
+    return IntensityScaling(float(low), span)
+
+
+def _check_dtype(dtype: np.dtype) -> None:
+    if dtype == np.bool_:
+        raise InputError("unsupported dtype bool: convert a mask to uint8 or float first")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise InputError(f"unsupported dtype {dtype}: complex images are not supported (restore the magnitude)")
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise InputError(f"unsupported dtype {dtype}: expected an integer or floating-point image")
+
+
+def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+# --------------------------------------------------------------------------------------
+# device
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA, then Apple MPS, then CPU; other names are checked for availability."""
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available on this machine; use 'cpu' or 'auto'")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("device 'mps' requested but Apple MPS is not available; use 'cpu' or 'auto'")
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise InputError(f"unknown device {device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from error
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_restorer(name: str, device: str) -> Restorer:
+    """One model per (name, device) per process (dask workers load it once)."""
+    return load_restorer(name, device=device)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_perceiver(name: str, device: str) -> QualityPerceiver:
+    return load_perceiver(name, device=device)
+
+
+def _get_restorer(model: str | os.PathLike | Restorer, device: torch.device) -> Restorer:
+    if isinstance(model, Restorer):
+        return model.eval().to(device)
+    return _cached_restorer(str(model), str(device))
+
+
+def _get_perceiver(model: str | os.PathLike | QualityPerceiver, device: torch.device) -> QualityPerceiver:
+    if isinstance(model, QualityPerceiver):
+        return model.eval().to(device)
+    return _cached_perceiver(str(model), str(device))
+
+
+def choose_tile_size(device: torch.device, batch_size: int, bytes_per_pixel: int = 1200,
+                     minimum: int = 128, maximum: int = 1024) -> int:
+    """Largest tile side (multiple of 64) whose batch of activations fits a quarter of free memory.
+
+    ``bytes_per_pixel`` is the measured peak activation memory of the compact model per input
+    pixel (float32, inference), rounded up.
+    """
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    budget = free / 4
+    side = int(math.sqrt(budget / (max(batch_size, 1) * bytes_per_pixel)))
+    side = max(minimum, min(maximum, side))
+    return side - side % 64 if side >= 128 else side
+
+
+# --------------------------------------------------------------------------------------
+# planes
+
+
+@dataclass(frozen=True)
+class _Plane:
+    """One unit of work: fixed indices of the stack axes and which channels."""
+
+    stack_index: tuple[int, ...]  # index per stack axis, in axes order
+    channels: tuple[int, ...] | None  # channel indices (None: no C axis)
+    group: int  # which intensity scaling (channel group)
+
+
+@dataclass
+class _Layout:
+    shape: tuple[int, ...]
+    axes: str
+    model_channels: int
+
+    def __post_init__(self) -> None:
+        self.y_axis = self.axes.index("Y")
+        self.x_axis = self.axes.index("X")
+        self.c_axis = self.axes.index("C") if "C" in self.axes else None
+        self.stack_axes = [i for i, a in enumerate(self.axes) if a not in "YXC"]
+        self.height = self.shape[self.y_axis]
+        self.width = self.shape[self.x_axis]
+        channels = self.shape[self.c_axis] if self.c_axis is not None else 1
+        if self.c_axis is None:
+            self.groups: list[tuple[int, ...] | None] = [None]
+        elif channels in (3, 4) and self.model_channels == 3:
+            self.groups = [(0, 1, 2)]  # RGB jointly; alpha (if any) passed through
+        else:
+            self.groups = [(c,) for c in range(channels if channels != 4 or self.model_channels == 3 else 4)]
+        self.passthrough = (3,) if (self.c_axis is not None and channels == 4 and self.model_channels == 3) else ()
+
+    def planes(self) -> list[_Plane]:
+        ranges = [range(self.shape[i]) for i in self.stack_axes]
+        out = []
+        for stack_index in np.ndindex(*[len(r) for r in ranges]) if ranges else [()]:
+            for group, channels in enumerate(self.groups):
+                out.append(_Plane(tuple(stack_index), channels, group))
+        return out
+
+    def index(self, plane: _Plane | None, y0: int, y1: int, x0: int, x1: int, channels=None) -> tuple:
+        """numpy index of a region of a plane (stack indices fixed, channels selected)."""
+        index: list[Any] = [slice(None)] * len(self.shape)
+        if plane is not None:
+            for axis, value in zip(self.stack_axes, plane.stack_index):
+                index[axis] = value
+        index[self.y_axis] = slice(y0, y1)
+        index[self.x_axis] = slice(x0, x1)
+        chosen = channels if channels is not None else (plane.channels if plane is not None else None)
+        if self.c_axis is not None and chosen is not None:
+            # channel groups are consecutive: a slice keeps numpy from moving advanced-index axes
+            index[self.c_axis] = slice(chosen[0], chosen[-1] + 1) if len(chosen) > 1 else chosen[0]
+        return tuple(index)
+
+    def to_cyx(self, region: np.ndarray, plane: _Plane) -> np.ndarray:
+        """A region read with :meth:`index` -> (channels, h, w)."""
+        kept = [a for i, a in enumerate(self.axes) if i not in self.stack_axes]
+        if self.c_axis is not None and plane.channels is not None and len(plane.channels) == 1:
+            kept.remove("C")
+        if "C" in kept:
+            return np.moveaxis(region, [kept.index("C"), kept.index("Y"), kept.index("X")], [0, 1, 2])
+        order = [kept.index("Y"), kept.index("X")]
+        return np.transpose(region, order)[None]
+
+    def from_cyx(self, block: np.ndarray, plane: _Plane) -> np.ndarray:
+        """Inverse of :meth:`to_cyx` for writing back."""
+        kept = [a for i, a in enumerate(self.axes) if i not in self.stack_axes]
+        if self.c_axis is not None and plane.channels is not None and len(plane.channels) == 1:
+            kept.remove("C")
+        if "C" in kept:
+            return np.moveaxis(block, [0, 1, 2], [kept.index("C"), kept.index("Y"), kept.index("X")])
+        yx = block[0]
+        return yx if kept.index("Y") < kept.index("X") else yx.T
+
+
+def _validate_source(source: Any) -> None:
+    shape = tuple(source.shape)
+    _check_dtype(np.dtype(source.dtype))
+    if any(s == 0 for s in shape):
+        raise InputError(f"the image is empty (shape {shape})")
+
+
+def _check_plane_size(layout: _Layout) -> None:
+    if layout.height < MIN_SIDE or layout.width < MIN_SIDE:
+        raise InputError(
+            f"the image plane is {layout.height}x{layout.width} pixels (axes {layout.axes}, shape {layout.shape}); "
+            f"need at least {MIN_SIDE}x{MIN_SIDE}"
+        )
+
+
+def _check_finite(values: np.ndarray, where: str) -> None:
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        raise InputError(f"the image contains NaN or infinite values ({where}); replace them before restoring")
+
+
+def _scalings(source: Any, layout: _Layout) -> list[IntensityScaling]:
+    """One intensity scaling per channel group, from samples of up to 8 planes of the group."""
+    scalings = []
+    dtype = np.dtype(source.dtype)
+    for channels in layout.groups:
+        planes = [p for p in layout.planes() if p.channels == channels]
+        picks = planes if len(planes) <= 8 else [planes[i] for i in np.linspace(0, len(planes) - 1, 8).astype(int)]
+        regions = [
+            layout.to_cyx(region, plane)
+            for plane in picks
+            for region in _sample_regions(source, functools.partial(layout.index, plane), layout.height, layout.width)
+        ]
+        values = np.concatenate([r.ravel() for r in regions])
+        _check_finite(values, "found while sampling intensities")
+        smoothed = np.concatenate([_block_means(r) for r in regions]) if dtype.kind == "f" else None
+        scalings.append(_scaling_for(dtype, values, smoothed))
+    return scalings
+
+
+# --------------------------------------------------------------------------------------
+# restore
+
+
+def _condition_crops(layout: _Layout, crop: int, count: int = 8) -> list[tuple[int, int, int, int]]:
+    """Deterministic crop windows spread over a plane, used for its condition."""
+    ch, cw = min(crop, layout.height), min(crop, layout.width)
+    side = max(1, int(math.ceil(math.sqrt(count))))
+    ys = np.unique(np.linspace(0, layout.height - ch, side).astype(int))
+    xs = np.unique(np.linspace(0, layout.width - cw, side).astype(int))
+    windows = [(y, y + ch, x, x + cw) for y in ys for x in xs]
+    if len(windows) > count:
+        windows = [windows[i] for i in np.linspace(0, len(windows) - 1, count).astype(int)]
+    return windows
+
+
+def _model_input(block: np.ndarray, model_channels: int) -> np.ndarray:
+    if block.shape[0] == 1 and model_channels == 3:
+        return np.repeat(block, 3, axis=0)
+    return block
+
+
+def _model_output(output: np.ndarray, plane_channels: int) -> np.ndarray:
+    if plane_channels == 1 and output.shape[0] == 3:
+        return output.mean(axis=0, keepdims=True)
+    return output
+
+
+@dataclass
+class _RestoreJob:
+    source: Any
+    layout: _Layout
+    scalings: list[IntensityScaling]
+    model: Restorer
+    device: torch.device
+    tile_size: int
+    tile_overlap: int
+    batch_size: int
+    out_dtype: np.dtype
+    conditions: dict[_Plane, Condition | None] = field(default_factory=dict)
+
+    def read(self, plane: _Plane, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Normalised (channels, y1 - y0, x1 - x0) region; rows/columns past the plane are reflected."""
+        vy1, vx1 = min(y1, self.layout.height), min(x1, self.layout.width)
+        region = np.asarray(self.source[self.layout.index(plane, y0, vy1, x0, vx1)])
+        _check_finite(region, f"plane {plane.stack_index}, rows {y0}-{vy1}, columns {x0}-{vx1}")
+        values = self.scalings[plane.group].forward(self.layout.to_cyx(region, plane))
+        if vy1 < y1 or vx1 < x1:
+            values = np.pad(values, ((0, 0), (0, y1 - vy1), (0, x1 - vx1)), mode="reflect")
+        return values
+
+    @torch.inference_mode()
+    def condition(self, plane: _Plane) -> Condition | None:
+        if plane not in self.conditions:
+            crops = [
+                _model_input(self.read(plane, *window), self.model.in_channels)
+                for window in _condition_crops(self.layout, self.model.config.condition_crop)
+            ]
+            tensor = torch.from_numpy(np.stack(crops)).to(self.device)
+            self.conditions[plane] = self.model.condition_from_crops(tensor)
+        return self.conditions[plane]
+
+    @torch.inference_mode()
+    def predict(self, plane: _Plane, tiles: list[np.ndarray]) -> list[np.ndarray]:
+        channels = tiles[0].shape[0]
+        batch = torch.from_numpy(np.stack([_model_input(t, self.model.in_channels) for t in tiles]))
+        batch = batch.to(self.device, non_blocking=True)
+        with _autocast(self.device):
+            output = self.model(batch, self.condition(plane))
+        output = output.float().cpu().numpy()
+        return [_model_output(o, channels) for o in output]
+
+    def total_tiles(self) -> int:
+        return len(self.grid()) * len(self.layout.planes())
+
+    def grid(self) -> TileGrid:
+        return TileGrid(self.layout.height, self.layout.width, self.tile_size, self.tile_overlap,
+                        align=self.model.backbone.multiple)
+
+    def run(self, write: Callable[[tuple, np.ndarray], None]) -> Iterator[Progress]:
+        """Restore every plane; ``write(index, values)`` receives finished row bands."""
+        layout = self.layout
+        grid = self.grid()
+        total = self.total_tiles()
+        done = 0
+        for plane in layout.planes():
+            channels = len(plane.channels) if plane.channels is not None else 1
+            scaling = self.scalings[plane.group]
+
+            def sink(y0: int, y1: int, block: np.ndarray, plane: _Plane = plane, scaling=scaling) -> None:
+                values = scaling.inverse(block)
+                values = values if self.out_dtype.kind == "f" else values
+                write(layout.index(plane, y0, y1, 0, layout.width), _to_dtype(layout.from_cyx(values, plane), self.out_dtype))
+
+            accumulator = RowBandAccumulator(grid, channels, sink)
+            tiles = list(grid)
+            for start in range(0, len(tiles), self.batch_size):
+                chunk = tiles[start : start + self.batch_size]
+                inputs = [self.read(plane, t.y0, t.y1, t.x0, t.x1) for t in chunk]
+                for tile, prediction in zip(chunk, self.predict(plane, inputs)):
+                    accumulator.add(tile, prediction)
+                done += len(chunk)
+                yield Progress(done, total)
+            accumulator.finish()
+        if layout.passthrough:
+            for stack_plane in [p for p in layout.planes() if p.group == 0]:
+                alpha = _Plane(stack_plane.stack_index, layout.passthrough, 0)
+                index = layout.index(alpha, 0, layout.height, 0, layout.width)
+                write(index, _to_dtype(np.asarray(self.source[index]).astype(np.float64), self.out_dtype))
+
+
+def _open_input(image: Any) -> tuple[Any, str | None, Path | None]:
+    """Array-like source, axes from file metadata, and the input path (if any)."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        source, info = image_io.open_image(path, lazy=True)
+        return source, info.axes, path
+    if hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "__getitem__"):
+        return image, None, None
+    raise InputError(
+        f"unsupported input of type {type(image).__name__}: expected a numpy/dask/zarr array or a file path"
+    )
+
+
+def _is_dask(array: Any) -> bool:
+    return type(array).__module__.startswith("dask.")
+
+
+def _prepare(image: Any, model: Any, axes: str | None, tile_size: int | None, tile_overlap: int, batch_size: int,
+             device: str | torch.device, out_dtype: Any) -> tuple[_RestoreJob, Path | None]:
+    source, file_axes, path = _open_input(image)
+    _validate_source(source)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if tile_overlap < 0:
+        raise InputError(f"tile_overlap must be >= 0, got {tile_overlap}")
+    device = resolve_device(device)
+    restorer = _get_restorer(model, device)
+    layout = _Layout(tuple(int(s) for s in source.shape), _normalise_axes(axes, source.shape, file_axes),
+                     restorer.in_channels)
+    _check_plane_size(layout)
+    if tile_size is None:
+        tile_size = choose_tile_size(device, batch_size)
+    if tile_size < 16:
+        raise InputError(f"tile_size must be >= 16, got {tile_size}")
+    if tile_overlap >= tile_size:
+        raise InputError(f"tile_overlap must be smaller than tile_size, got {tile_overlap} vs {tile_size}")
+    if out_dtype is None:
+        result_dtype = np.dtype(source.dtype)
+    else:
+        result_dtype = np.dtype(out_dtype)
+        if result_dtype != np.float32:
+            raise InputError(f"out_dtype must be None (input dtype) or 'float32', got {out_dtype!r}")
+    job = _RestoreJob(
+        source=source, layout=layout, scalings=_scalings(source, layout), model=restorer, device=device,
+        tile_size=int(tile_size), tile_overlap=int(tile_overlap), batch_size=int(batch_size), out_dtype=result_dtype,
+    )
+    return job, path
+
+
+def restore_steps(
+    image: Any,
+    *,
+    model: str | os.PathLike | Restorer = "default",
+    axes: str | None = None,
+    tile_size: int | None = None,
+    tile_overlap: int = 32,
+    batch_size: int = 4,
+    device: str | torch.device = "auto",
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    out_dtype: Any = None,
+) -> Iterator[Progress | np.ndarray | Path]:
+    """Generator form of :func:`restore`: yields :class:`Progress` per batch of tiles, then the result.
+
+    Closing the generator early (e.g. a GUI worker that is quit) stops within one batch;
+    a partially written output file is removed. Arguments as :func:`restore`.
+    """
+    if _is_dask(image):
+        raise InputError("restore_steps does not take dask arrays; call restore(), which returns a lazy dask array")
+    if out is not None:
+        image_io.check_output_path(out, overwrite=overwrite,
+                                   input_path=image if isinstance(image, (str, os.PathLike)) else None)
+    job, _path = _prepare(image, model, axes, tile_size, tile_overlap, batch_size, device, out_dtype)
+    if out is None:
+        result = np.empty(job.layout.shape, dtype=job.out_dtype)
+
+        def write(index: tuple, values: np.ndarray) -> None:
+            result[index] = values
+
+        yield from job.run(write)
+        yield result
+        return
+    with image_io.open_output(out, job.layout.shape, job.out_dtype, overwrite=overwrite,
+                              axes=job.layout.axes) as output:
+
+        def write_out(index: tuple, values: np.ndarray) -> None:
+            output[index] = values
+
+        yield from job.run(write_out)
+    yield Path(out)
+
+
+def restore(
+    image: Any,
+    *,
+    model: str | os.PathLike | Restorer = "default",
+    axes: str | None = None,
+    tile_size: int | None = None,
+    tile_overlap: int = 32,
+    batch_size: int = 4,
+    device: str | torch.device = "auto",
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    out_dtype: Any = None,
+) -> Any:
+    """Restore an image (denoise, deblur, dehaze, derain, brighten) with an all-in-one model.
+
+    Parameters
+    ----------
+    image : ndarray, dask array, zarr array or path
+        The image; axes per the module docstring (YX, YXC, CYX, ZYX, TZYX, TCZYX...).
+    model : str, path or Restorer
+        Registered model name (``"default"``), a weights file, or a loaded model.
+    axes : str, optional
+        Axes letters of ``image`` (e.g. ``"CYX"``); inferred when omitted.
+    tile_size : int, optional
+        Tile side in pixels; chosen from free memory when omitted.
+    tile_overlap : int
+        Overlap between tiles (also the dask halo), blended with linear ramps.
+    batch_size : int
+        Tiles per forward pass.
+    device : str
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    progress : callable, optional
+        Called as ``progress(tiles_done, tiles_total)`` after each batch.
+    cancel : threading.Event or callable, optional
+        Checked before each batch; when set (or returning True) the run stops and
+        :class:`Cancelled` is raised.
+    out : path, optional
+        Write the result to this TIFF/zarr/npy file tile band by tile band (atomically)
+        and return its path instead of an array.
+    overwrite : bool
+        Allow ``out`` to replace an existing file.
+    out_dtype : None or "float32"
+        Result dtype: the input's (default) or float32 (normalised intensities scaled back).
+
+    Returns
+    -------
+    ndarray, dask array or Path
+        Same shape as the input; a lazy dask array for dask input; the output path when
+        ``out`` is given.
+
+    Raises
+    ------
+    InputError
+        Bad shape, axes, dtype, NaN/inf values, plane smaller than 4x4, bad arguments.
+    FileNotFoundError, FileExistsError
+        Missing input; existing output without ``overwrite``.
+    Cancelled
+        ``cancel`` was set.
+
+    Examples
+    --------
+    >>> from perceive_ir import restore
+    >>> clean = restore(noisy_uint16_stack, axes="ZYX")  # doctest: +SKIP
+    >>> restore("big.tif", out="big_restored.tif", tile_size=512)  # doctest: +SKIP
+    """
+    if _is_dask(image):
+        if out is not None:
+            raise InputError("for dask input, write the returned lazy array yourself (e.g. result.to_zarr(path))")
+        return _restore_dask(image, model=model, axes=axes, tile_size=tile_size, tile_overlap=tile_overlap,
+                             batch_size=batch_size, device=device, out_dtype=out_dtype)
+    should_stop = cancel.is_set if isinstance(cancel, threading.Event) else cancel
+    steps = restore_steps(image, model=model, axes=axes, tile_size=tile_size, tile_overlap=tile_overlap,
+                          batch_size=batch_size, device=device, out=out, overwrite=overwrite, out_dtype=out_dtype)
+    try:
+        for step in steps:
+            if isinstance(step, Progress):
+                if progress is not None:
+                    progress(step.done, step.total)
+                if should_stop is not None and should_stop():
+                    raise Cancelled(f"cancelled after {step.done} of {step.total} tiles")
+            else:
+                return step
+    finally:
+        steps.close()
+    raise RuntimeError("restore produced no result")  # pragma: no cover
+
+
+def _restore_dask(image: Any, *, model: Any, axes: str | None, tile_size: int | None, tile_overlap: int,
+                  batch_size: int, device: Any, out_dtype: Any) -> Any:
+    """Lazy restore of a dask array: ``map_overlap`` with the tile overlap as halo.
+
+    Intensity scaling and per-plane conditions are computed once, up front, from small
+    samples of the array, so every block is restored as it would be in memory.
+    """
+    import dask.array as da
+
+    job, _ = _prepare(image, model, axes, tile_size, tile_overlap, batch_size, device, out_dtype)
+    layout = job.layout
+    # whole channels and whole stack positions per block; Y/X chunks rounded to the model's
+    # alignment so that every block (and so every tile) sits on the whole image's pixel grid
+    align = job.model.backbone.multiple
+    chunks: dict[int, Any] = {i: 1 for i in layout.stack_axes}
+    if layout.c_axis is not None:
+        chunks[layout.c_axis] = -1
+    halo = -(-tile_overlap // align) * align
+    for axis in (layout.y_axis, layout.x_axis):
+        chunks[axis] = _aligned_chunks(image.shape[axis], image.chunks[axis][0], align, halo)
+    array = image.rechunk(chunks)
+    conditions = {plane: job.condition(plane) for plane in layout.planes()}
+    depth = {i: 0 for i in range(array.ndim)}
+    depth[layout.y_axis] = halo
+    depth[layout.x_axis] = halo
+    model_ref = model if isinstance(model, Restorer) else str(model)
+    settings = dict(axes=layout.axes, tile_size=job.tile_size, tile_overlap=tile_overlap, batch_size=batch_size,
+                    device=str(job.device), out_dtype=job.out_dtype, scalings=job.scalings, conditions=conditions,
+                    model=model_ref)
+    return da.map_overlap(
+        _restore_block, array, depth=depth, boundary="none", trim=True, dtype=job.out_dtype,
+        meta=np.empty((0,) * array.ndim, dtype=job.out_dtype), block_info=True, settings=settings,
+    )
+
+
+def _aligned_chunks(length: int, preferred: int, align: int, halo: int) -> tuple[int, ...]:
+    """Chunk sizes along one axis: multiples of ``align`` (the last takes the remainder),
+    none smaller than the halo, so dask need not rechunk and blocks stay on the pixel grid."""
+    size = max(-(-max(preferred, 2 * halo, align) // align) * align, align)
+    if size >= length:
+        return (length,)
+    sizes = [size] * (length // size)
+    remainder = length - sum(sizes)
+    if remainder:
+        if remainder < max(halo, 1):
+            sizes[-1] += remainder
+        else:
+            sizes.append(remainder)
+    return tuple(sizes)
+
+
+def _restore_block(block: np.ndarray, block_info: dict | None = None, *, settings: dict) -> np.ndarray:
+    """Restore one dask block (with halo) under the array-wide scaling and conditions."""
+    device = torch.device(settings["device"])
+    model = _get_restorer(settings["model"], device)
+    layout = _Layout(block.shape, settings["axes"], model.in_channels)
+    location = block_info[0]["array-location"] if block_info else [(0, s) for s in block.shape]
+    job = _RestoreJob(source=block, layout=layout, scalings=settings["scalings"], model=model, device=device,
+                      tile_size=min(settings["tile_size"], max(layout.height, layout.width)),
+                      tile_overlap=settings["tile_overlap"], batch_size=settings["batch_size"],
+                      out_dtype=settings["out_dtype"])
+    for plane in layout.planes():
+        global_index = tuple(location[axis][0] + i for axis, i in zip(layout.stack_axes, plane.stack_index))
+        job.conditions[plane] = settings["conditions"][_Plane(global_index, plane.channels, plane.group)]
+    result = np.empty(block.shape, dtype=settings["out_dtype"])
+
+    def write(index: tuple, values: np.ndarray) -> None:
+        result[index] = values
+
+    for _ in job.run(write):
+        pass
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# perceive
+
+
+@dataclass
+class QualityMap:
+    """Per-tile quality tiers of an image.
+
+    Attributes
+    ----------
+    probabilities : ndarray
+        (..., tiles_y, tiles_x, 3) float32: probabilities of (low, medium, high); leading
+        axes are the image's stack axes (and channels restored separately), if any.
+    tile_size : int
+        Side of the grid cells in image pixels; cell (i, j) covers rows
+        ``i*tile_size:(i+1)*tile_size`` and the matching columns (the last ones may be
+        cut by the image border; they are evaluated on the window shifted inside).
+    image_shape : tuple of int
+        (height, width) of the image plane.
+    """
+
+    probabilities: np.ndarray
+    tile_size: int
+    image_shape: tuple[int, int]
+
+    @property
+    def tiers(self) -> np.ndarray:
+        """Most likely tier per tile: 0 = low, 1 = medium, 2 = high."""
+        return self.probabilities.argmax(axis=-1)
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Quality score per tile in [0, 1]: P(medium) / 2 + P(high)."""
+        return self.probabilities[..., 1] * 0.5 + self.probabilities[..., 2]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Fraction of tiles per tier, mean score, tile count."""
+        tiers = self.tiers.ravel()
+        count = int(tiers.size)
+        return {
+            "tiles": count,
+            "fraction": {name: float((tiers == i).sum() / count) for i, name in enumerate(TIERS)},
+            "mean_score": float(self.scores.mean()),
+            "tile_size": self.tile_size,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready report (summary plus the per-tile probabilities)."""
+        return {**self.summary, "image_shape": list(self.image_shape), "tiers": list(TIERS),
+                "probabilities": np.round(self.probabilities, 4).tolist()}
+
+
+def perceive(
+    image: Any,
+    *,
+    model: str | os.PathLike | QualityPerceiver = "default",
+    axes: str | None = None,
+    tile_size: int = 224,
+    batch_size: int = 16,
+    device: str | torch.device = "auto",
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+) -> QualityMap:
+    """Quality tier (low / medium / high) of each ``tile_size`` square of an image.
+
+    Parameters
+    ----------
+    image : ndarray, dask/zarr array or path
+        As for :func:`restore`; RGB planes are seen in colour, other planes in grayscale.
+    model : str, path or QualityPerceiver
+        Registered perceiver name, weights file or loaded model.
+    tile_size : int
+        Side of the square cells (224 = the CLIP input of the paper). Each cell is resized
+        to the perceiver's input size.
+
+    Returns
+    -------
+    QualityMap
+        Probabilities per tile, the grid, and a summary.
+
+    Raises
+    ------
+    InputError
+        As for :func:`restore`.
+    Cancelled
+        ``cancel`` was set.
+    """
+    source, file_axes, _path = _open_input(image)
+    _validate_source(source)
+    if tile_size < 16:
+        raise InputError(f"tile_size must be >= 16, got {tile_size}")
+    device = resolve_device(device)
+    perceiver = _get_perceiver(model, device)
+    layout = _Layout(tuple(int(s) for s in source.shape), _normalise_axes(axes, source.shape, file_axes), 3)
+    _check_plane_size(layout)
+    scalings = _scalings(source, layout)
+    should_stop = cancel.is_set if isinstance(cancel, threading.Event) else cancel
+    ty = math.ceil(layout.height / tile_size)
+    tx = math.ceil(layout.width / tile_size)
+    side_y, side_x = min(tile_size, layout.height), min(tile_size, layout.width)
+    planes = layout.planes()
+    cells = [(i, j) for i in range(ty) for j in range(tx)]
+    total = len(planes) * len(cells)
+    probabilities = np.zeros((len(planes), ty, tx, 3), dtype=np.float32)
+    done = 0
+    for p, plane in enumerate(planes):
+        for start in range(0, len(cells), batch_size):
+            chunk = cells[start : start + batch_size]
+            crops = []
+            for i, j in chunk:
+                y0 = min(i * tile_size, layout.height - side_y)
+                x0 = min(j * tile_size, layout.width - side_x)
+                region = np.asarray(source[layout.index(plane, y0, y0 + side_y, x0, x0 + side_x)])
+                _check_finite(region, f"tile ({i}, {j})")
+                crops.append(np.clip(scalings[plane.group].forward(layout.to_cyx(region, plane)), 0, 1))
+            batch = torch.from_numpy(np.stack(crops)).to(device)
+            with torch.inference_mode():
+                probs = perceiver.probabilities(batch).float().cpu().numpy()
+            for (i, j), prob in zip(chunk, probs):
+                probabilities[p, i, j] = prob
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+            if should_stop is not None and should_stop():
+                raise Cancelled(f"cancelled after {done} of {total} tiles")
+    lead = [layout.shape[i] for i in layout.stack_axes]
+    if len(layout.groups) > 1:
+        lead.append(len(layout.groups))
+    probabilities = probabilities.reshape(*lead, ty, tx, 3)
+    return QualityMap(probabilities=probabilities, tile_size=tile_size, image_shape=(layout.height, layout.width))

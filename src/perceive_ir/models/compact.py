@@ -1,0 +1,109 @@
+"""Compact U-Net backbone: a CPU-friendly restorer for the bundled default.
+
+Design for speed on CPUs, where element-wise and depth-wise layers are memory-bound:
+the image is folded 2x2 into channels (pixel unshuffle) so every convolution runs at
+half resolution or less; blocks are plain dense 3x3 convolutions with ReLU and a
+zero-initialised residual scale (no normalisation layer to evaluate at inference).
+
+Tensors are NCHW; any height/width is accepted (reflect-padded inside ``forward`` to a
+multiple of :attr:`CompactUNet.multiple`, cropped back).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import Modulator, pad_to_multiple
+
+__all__ = ["CompactUNet", "ResidualBlock"]
+
+
+class ResidualBlock(nn.Module):
+    """``x + scale * conv(relu(conv(x)))`` with the scale initialised to zero."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.conv2(F.relu(self.conv1(x), inplace=True))
+
+
+def _stage(channels: int, depth: int) -> nn.Sequential:
+    return nn.Sequential(*[ResidualBlock(channels) for _ in range(depth)])
+
+
+class CompactUNet(nn.Module):
+    """Three-level residual U-Net working at 1/2, 1/4 and 1/8 resolution.
+
+    Parameters
+    ----------
+    in_channels : int
+        Image channels (1 for grayscale, 3 for RGB); the output has the same count.
+    width : int
+        Channels at the first level; doubled at each deeper level.
+    encoder_blocks : sequence of int
+        Residual blocks at the 1/2 and 1/4 levels of the encoder.
+    latent_blocks : int
+        Residual blocks at the 1/8 level.
+    decoder_blocks : sequence of int
+        Residual blocks at the 1/4 and 1/2 levels of the decoder.
+
+    Notes
+    -----
+    Guidance points (for SGM) are the latent level and each decoder level, in that
+    order; their channel counts are in :attr:`guidance_channels`.
+    """
+
+    multiple = 8
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        width: int = 32,
+        encoder_blocks: Sequence[int] = (2, 2),
+        latent_blocks: int = 4,
+        decoder_blocks: Sequence[int] = (2, 2),
+    ) -> None:
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        if len(encoder_blocks) != 2 or len(decoder_blocks) != 2:
+            raise ValueError(
+                f"encoder_blocks and decoder_blocks need 2 entries each, got "
+                f"{list(encoder_blocks)} and {list(decoder_blocks)}"
+            )
+        self.in_channels = in_channels
+        w1, w2, w3 = width, 2 * width, 4 * width
+        self.intro = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * in_channels, w1, 3, padding=1))
+        self.encoder1 = _stage(w1, encoder_blocks[0])
+        self.down1 = nn.Conv2d(w1, w2, 2, stride=2)
+        self.encoder2 = _stage(w2, encoder_blocks[1])
+        self.down2 = nn.Conv2d(w2, w3, 2, stride=2)
+        self.latent = _stage(w3, latent_blocks)
+        self.up2 = nn.Sequential(nn.Conv2d(w3, 4 * w2, 1), nn.PixelShuffle(2))
+        self.decoder2 = _stage(w2, decoder_blocks[0])
+        self.up1 = nn.Sequential(nn.Conv2d(w2, 4 * w1, 1), nn.PixelShuffle(2))
+        self.decoder1 = _stage(w1, decoder_blocks[1])
+        self.tail = nn.Sequential(nn.Conv2d(w1, 4 * in_channels, 3, padding=1), nn.PixelShuffle(2))
+        self.guidance_channels: tuple[int, ...] = (w3, w2, w1)
+
+    def forward(self, x: torch.Tensor, modulate: Modulator | None = None) -> torch.Tensor:
+        """Restore ``x`` (N, C, H, W); ``modulate`` is applied at the guidance points."""
+        height, width = x.shape[-2:]
+        padded = pad_to_multiple(x, self.multiple)
+        hook = modulate if modulate is not None else (lambda _level, feature: feature)
+        e1 = self.encoder1(self.intro(padded))
+        e2 = self.encoder2(self.down1(e1))
+        latent = hook(0, self.latent(self.down2(e2)))
+        d2 = hook(1, self.decoder2(self.up2(latent) + e2))
+        d1 = hook(2, self.decoder1(self.up1(d2) + e1))
+        out = self.tail(d1) + padded
+        return out[..., :height, :width]
+

@@ -1,0 +1,181 @@
+"""The all-in-one restorer: backbone + CFE degradation embedding + SGM semantic guidance.
+
+``Restorer(x)`` restores a batch; the global condition (CFE embedding and semantic
+features) is computed from ``x`` itself unless given. For tiled inference the caller
+computes one condition per image with :meth:`Restorer.condition_from_crops` and passes it
+with every tile, so that tiles of one image are restored under the same condition and the
+tiled result matches the whole-image result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .cfe import DegradationEncoder
+from .compact import CompactUNet
+from .restormer import Restormer
+from .semantic import ClipSemanticEncoder, Dinov2SemanticEncoder, SemanticEncoder
+from .sgm import Condition, SemanticGuidance
+
+__all__ = ["Restorer", "RestorerConfig", "BACKBONES", "SEMANTIC_SOURCES"]
+
+BACKBONES: dict[str, type[nn.Module]] = {"compact": CompactUNet, "restormer": Restormer}
+SEMANTIC_SOURCES = ("none", "clip", "dinov2")
+
+
+@dataclass
+class RestorerConfig:
+    """Everything needed to rebuild a :class:`Restorer` (stored inside weights files).
+
+    Attributes
+    ----------
+    in_channels : int
+        1 (grayscale; colour images are restored channel by channel) or 3 (RGB).
+    backbone : str
+        ``"compact"`` or ``"restormer"``.
+    backbone_args : dict
+        Keyword arguments of the backbone class.
+    cfe : bool
+        Use the CFE degradation embedding as (part of) the condition.
+    embed_dim : int
+        Size of the CFE embedding.
+    sgm : bool
+        Apply semantic guidance at the backbone's guidance points.
+    semantic : str
+        Semantic source of SGM: ``"none"``, ``"clip"`` or ``"dinov2"``.
+    semantic_args : dict
+        ``clip``: ``{"vision_cfg": {...}, "embed_dim": int, "depths": [...]}`` (an open_clip
+        vision tower config); ``dinov2``: ``{"model_name": ..., "depths": [...]}``.
+    guidance_heads : int
+        Cross-attention heads in each guidance block.
+    condition_crop : int
+        Side of the crops from which a per-image condition is computed at inference.
+    """
+
+    in_channels: int = 3
+    backbone: str = "compact"
+    backbone_args: dict[str, Any] = field(default_factory=dict)
+    cfe: bool = True
+    embed_dim: int = 128
+    sgm: bool = True
+    semantic: str = "none"
+    semantic_args: dict[str, Any] = field(default_factory=dict)
+    guidance_heads: int = 1
+    condition_crop: int = 128
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {sorted(BACKBONES)}")
+        if self.semantic not in SEMANTIC_SOURCES:
+            raise ValueError(f"unknown semantic source {self.semantic!r}; expected one of {list(SEMANTIC_SOURCES)}")
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
+        if self.sgm and not self.cfe and self.semantic == "none":
+            raise ValueError("sgm=True needs a condition: enable cfe or choose a semantic source")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RestorerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown restorer config keys {sorted(unknown)}; expected a subset of {sorted(known)}")
+        return cls(**data)
+
+
+def build_semantic_encoder(source: str, args: dict[str, Any]) -> SemanticEncoder | None:
+    """Build the frozen semantic encoder named by ``source`` (random weights unless a file is given)."""
+    if source == "none":
+        return None
+    if source == "clip":
+        from open_clip.model import _build_vision_tower
+
+        visual = _build_vision_tower(args.get("embed_dim", 512), args["vision_cfg"])
+        return ClipSemanticEncoder(visual, depths=args.get("depths", (0, 1, 2, 3))).lock()
+    model_args = {k: v for k, v in args.items() if k not in ("depths",)}
+    return Dinov2SemanticEncoder(depths=args.get("depths", (0, 3, 7, 11)), **model_args).lock()
+
+
+class Restorer(nn.Module):
+    """All-in-one restorer (paper stage 2).
+
+    Parameters
+    ----------
+    config : RestorerConfig
+        Architecture description.
+    semantic_encoder : SemanticEncoder, optional
+        A ready encoder (e.g. with pretrained DINOv2 weights); built from the config when
+        omitted.
+
+    Notes
+    -----
+    Input and output are (N, C, H, W) tensors with values nominally in [0, 1] and
+    C = ``config.in_channels``; any H and W.
+    """
+
+    def __init__(self, config: RestorerConfig, semantic_encoder: SemanticEncoder | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = BACKBONES[config.backbone](in_channels=config.in_channels, **config.backbone_args)
+        self.cfe = DegradationEncoder(config.in_channels, embed_dim=config.embed_dim) if config.cfe else None
+        if semantic_encoder is None and config.sgm:
+            semantic_encoder = build_semantic_encoder(config.semantic, config.semantic_args)
+        self.semantic = semantic_encoder if config.sgm else None
+        self.sgm = None
+        if config.sgm:
+            condition_dim = (config.embed_dim if config.cfe else 0) + (self.semantic.dim if self.semantic else 0)
+            levels = self.backbone.guidance_channels
+            if self.semantic is not None and len(self.semantic.depths) < len(levels):
+                raise ValueError(
+                    f"semantic encoder gives {len(self.semantic.depths)} feature depths but the backbone has "
+                    f"{len(levels)} guidance levels"
+                )
+            self.sgm = SemanticGuidance(levels, condition_dim, heads=config.guidance_heads)
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
+    def condition(self, x: torch.Tensor) -> Condition | None:
+        """Global condition of each image in ``x`` (None for a plain backbone)."""
+        if self.sgm is None:
+            return None
+        embedding = self.cfe(x) if self.cfe is not None else None
+        semantic = None
+        if self.semantic is not None:
+            with torch.no_grad():
+                semantic = self.semantic(x)
+            semantic = semantic[: len(self.backbone.guidance_channels)]
+        return Condition(embedding=embedding, semantic=semantic)
+
+    def condition_from_crops(self, crops: Sequence[torch.Tensor] | torch.Tensor) -> Condition | None:
+        """One condition for an image, averaged over crops of it ((K, C, h, w) or a list)."""
+        if self.sgm is None:
+            return None
+        batch = crops if isinstance(crops, torch.Tensor) else torch.stack(list(crops))
+        conditions = self.condition(batch)
+        per_crop = [
+            Condition(
+                embedding=None if conditions.embedding is None else conditions.embedding[i : i + 1],
+                semantic=None if conditions.semantic is None else tuple(s[i : i + 1] for s in conditions.semantic),
+            )
+            for i in range(batch.shape[0])
+        ]
+        return Condition.mean(per_crop)
+
+    def forward(self, x: torch.Tensor, condition: Condition | None = None) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected a (N, {self.in_channels}, H, W) tensor, got shape {tuple(x.shape)}")
+        if self.sgm is None:
+            return self.backbone(x)
+        if condition is None:
+            condition = self.condition(x)
+        else:
+            condition = condition.expand(x.shape[0])
+        return self.backbone(x, modulate=self.sgm.modulator(condition))

@@ -1,0 +1,179 @@
+"""Every network builds, runs forward and backward on tiny inputs, and keeps shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_clip, tiny_restorer_config
+from perceive_ir.models import (
+    TIERS,
+    CompactUNet,
+    Condition,
+    DegradationEncoder,
+    PerceiverConfig,
+    QualityPerceiver,
+    Restormer,
+    Restorer,
+    RestorerConfig,
+)
+from perceive_ir.models.semantic import Dinov2SemanticEncoder
+
+TINY_RESTORMER = dict(dim=8, blocks=(1, 1, 1, 1), heads=(1, 2, 2, 4), refinement_blocks=1, ffn_expansion=2.0)
+
+RESTORER_VARIANTS = {
+    "compact-cfe-sgm": dict(),
+    "compact-plain": dict(cfe=False, sgm=False),
+    "compact-cfe-only": dict(sgm=False),
+    "restormer-cfe-sgm": dict(backbone="restormer", backbone_args=TINY_RESTORMER),
+    "compact-clip-sgm": dict(semantic="clip", semantic_args={"vision_cfg": {**tiny_clip()["vision_cfg"], "layers": 3},
+                                                             "embed_dim": 32, "depths": [0, 1, 2]}),
+    "restormer-dinov2-sgm": dict(backbone="restormer", backbone_args=TINY_RESTORMER, semantic="dinov2",
+                                 semantic_args={"model_name": "vit_small_patch14_dinov2", "depths": [0, 1, 2, 3],
+                                                "image_size": 28, "depth": 4, "embed_dim": 48, "num_heads": 2}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESTORER_VARIANTS))
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_restorer_forward_backward(name: str, in_channels: int) -> None:
+    torch.manual_seed(0)
+    config = tiny_restorer_config(in_channels=in_channels, **RESTORER_VARIANTS[name])
+    model = Restorer(config)
+    x = torch.rand(2, in_channels, 37, 29, requires_grad=True)  # not a multiple of 8: padded inside
+    y = model(x)
+    assert y.shape == x.shape
+    y.square().mean().backward()
+    # without SGM the CFE is trained by its own loss only (InfoNCE), not through the output
+    skipped = {id(p) for p in model.cfe.parameters()} if (model.cfe is not None and model.sgm is None) else set()
+    grads = [p.grad for p in model.parameters() if p.requires_grad and id(p) not in skipped]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert torch.isfinite(y).all()
+    # frozen semantic encoders get no gradient
+    if model.semantic is not None:
+        assert not any(p.requires_grad for p in model.semantic.parameters())
+
+
+def test_paper_restormer_matches_paper_size() -> None:
+    model = Restormer(in_channels=3)  # dim 48, [4,6,6,8], heads [1,2,4,8], 2.66, 4 refinement
+    parameters = sum(p.numel() for p in model.parameters())
+    assert 25e6 < parameters < 27e6  # Restormer is 26.1 M parameters
+    assert model.guidance_channels == (384, 192, 96, 96)
+
+
+def test_backbones_reject_bad_channels() -> None:
+    with pytest.raises(ValueError, match="in_channels must be 1 or 3, got 2"):
+        CompactUNet(in_channels=2)
+    with pytest.raises(ValueError, match="unknown backbone 'unet'"):
+        RestorerConfig(backbone="unet")
+    with pytest.raises(ValueError, match="sgm=True needs a condition"):
+        RestorerConfig(cfe=False, sgm=True, semantic="none")
+
+
+def test_guidance_starts_as_identity() -> None:
+    """SGM blocks are zero-initialised: a fresh restorer equals its bare backbone."""
+    torch.manual_seed(0)
+    model = Restorer(tiny_restorer_config()).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model.backbone(x), atol=1e-6)
+
+
+def test_condition_from_crops_is_the_mean_embedding() -> None:
+    torch.manual_seed(0)
+    model = Restorer(tiny_restorer_config()).eval()
+    crops = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        condition = model.condition_from_crops(crops)
+        each = model.cfe(crops)
+    expected = torch.nn.functional.normalize(each.mean(0, keepdim=True), dim=-1)
+    assert torch.allclose(condition.embedding, expected, atol=1e-6)
+    assert condition.expand(3).embedding.shape == (3, 16)
+
+
+def test_cfe_embedding_is_unit_norm() -> None:
+    encoder = DegradationEncoder(3, embed_dim=24)
+    z = encoder(torch.rand(5, 3, 48, 40))
+    assert z.shape == (5, 24)
+    assert torch.allclose(z.norm(dim=-1), torch.ones(5), atol=1e-5)
+
+
+def test_condition_requires_content() -> None:
+    with pytest.raises(ValueError, match="needs an embedding"):
+        Condition().vector(0)
+
+
+def test_dinov2_semantic_encoder_gives_class_tokens() -> None:
+    encoder = Dinov2SemanticEncoder("vit_small_patch14_dinov2", depths=(0, 2), image_size=28, depth=3,
+                                    embed_dim=48, num_heads=2).lock()
+    tokens = encoder(torch.rand(2, 1, 50, 40))
+    assert len(tokens) == 2 and all(t.shape == (2, 48) for t in tokens)
+
+
+# -- perceiver ----------------------------------------------------------------------------
+
+
+def test_perceiver_probabilities_and_gradients() -> None:
+    torch.manual_seed(0)
+    perceiver = QualityPerceiver(PerceiverConfig(clip_config=tiny_clip())).lock_text()
+    images = torch.rand(3, 1, 70, 90)
+    logits = perceiver(perceiver.prepare(images))
+    assert logits.shape == (3, len(TIERS))
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+    assert perceiver.ctx.grad is not None and perceiver.ctx.grad.abs().sum() > 0
+    assert perceiver.clip.token_embedding.weight.grad is None  # text tower frozen
+    assert perceiver.clip.visual.conv1.weight.grad is not None  # image tower trainable here
+    probabilities = perceiver.probabilities(images)
+    assert torch.allclose(probabilities.sum(-1), torch.ones(3), atol=1e-5)
+
+
+def test_prompt_initialisation_uses_tier_words() -> None:
+    """Last context token = word embedding of terrible/mediocre/excellent; the rest ~ N(0, 0.02)."""
+    import open_clip
+
+    torch.manual_seed(0)
+    perceiver = QualityPerceiver(PerceiverConfig(clip_config=tiny_clip()))
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=24)
+    for tier, word in enumerate(("terrible", "mediocre", "excellent")):
+        ids = torch.tensor(tokenizer.encode(word))
+        expected = perceiver.clip.token_embedding(ids).mean(0)
+        assert torch.allclose(perceiver.ctx[tier, -1], expected)
+    rest = perceiver.ctx[:, :-1]
+    assert rest.shape == (3, 15, 32)
+    assert 0.01 < rest.std().item() < 0.03
+    # the template has sot + 16 placeholders + '.' + eot
+    assert perceiver.tokens.shape == (3, 24)
+    assert (perceiver.tokens.argmax(-1) == 18).all()
+
+
+def test_perceiver_rejects_bad_images() -> None:
+    perceiver = QualityPerceiver(PerceiverConfig(clip_config=tiny_clip()))
+    with pytest.raises(ValueError, match="expected images of shape"):
+        perceiver.prepare(torch.rand(2, 2, 32, 32))
+    with pytest.raises(ValueError, match="tier_words needs 3 words"):
+        PerceiverConfig(tier_words=("bad", "good"))
+
+
+def test_open_clip_tiny_model_roundtrip_through_pretrained_path(tmp_path) -> None:
+    """The real open_clip loading path: register a config, save weights, reload with pretrained=<file>."""
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    from perceive_ir.models import build_clip
+
+    config_path = tmp_path / "perceive-ir-test-tiny.json"
+    config_path.write_text(json.dumps(tiny_clip()))
+    open_clip.add_model_config(config_path)
+    torch.manual_seed(0)
+    model = open_clip.create_model("perceive-ir-test-tiny")
+    weights = tmp_path / "tiny_clip.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+
+    reloaded = build_clip(PerceiverConfig(clip_model="perceive-ir-test-tiny"), pretrained=str(weights))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key]), key
+    # and through a config dict (the offline default's path)
+    from_dict = build_clip(PerceiverConfig(clip_config=tiny_clip()), pretrained=str(weights))
+    assert torch.equal(from_dict.visual.conv1.weight, model.visual.conv1.weight)

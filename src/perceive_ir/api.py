@@ -52,7 +52,7 @@ import torch
 
 from . import io as image_io
 from .models import TIERS, Condition, QualityPerceiver, Restorer
-from .tiling import RowBandAccumulator, TileGrid
+from .tiling import RowBandAccumulator, Tile, TileGrid
 from .zoo import load_perceiver, load_restorer
 
 __all__ = [
@@ -243,9 +243,26 @@ def _cached_perceiver(name: str, device: str) -> QualityPerceiver:
 
 
 def _get_restorer(model: str | os.PathLike | Restorer, device: torch.device) -> Restorer:
-    if isinstance(model, Restorer):
-        return model.eval().to(device)
-    return _cached_restorer(str(model), str(device))
+    restorer = model.eval().to(device) if isinstance(model, Restorer) else _cached_restorer(str(model), str(device))
+    if device.type == "cuda":
+        restorer = restorer.to(memory_format=torch.channels_last)
+    return restorer
+
+
+_COMPILED: dict[int, Restorer] = {}
+
+
+def _compiled(restorer: Restorer) -> Restorer:
+    """A copy of ``restorer`` whose backbone runs through ``torch.compile`` (cached per model)."""
+    import copy
+
+    key = id(restorer)
+    if key not in _COMPILED:
+        twin = copy.deepcopy(restorer)
+        twin.backbone = torch.compile(twin.backbone, dynamic=False)
+        twin.backbone.multiple = restorer.backbone.multiple
+        _COMPILED[key] = twin
+    return _COMPILED[key]
 
 
 def _get_perceiver(model: str | os.PathLike | QualityPerceiver, device: torch.device) -> QualityPerceiver:
@@ -453,14 +470,23 @@ class _RestoreJob:
         return self.conditions[plane]
 
     @torch.inference_mode()
-    def predict(self, plane: _Plane, tiles: list[np.ndarray]) -> list[np.ndarray]:
+    def launch(self, items: list[tuple[_Plane, Tile]]) -> tuple[torch.Tensor, int]:
+        """Read the tiles of ``items`` and start the model on them (asynchronous on CUDA)."""
+        tiles = [self.read(plane, t.y0, t.y1, t.x0, t.x1) for plane, t in items]
         channels = tiles[0].shape[0]
         batch = torch.from_numpy(np.stack([_model_input(t, self.model.in_channels) for t in tiles]))
-        batch = batch.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        else:
+            batch = batch.to(self.device)
+        planes = [plane for plane, _ in items]
+        if all(p == planes[0] for p in planes):
+            condition = self.condition(planes[0])
+        else:
+            condition = Condition.cat([self.condition(p) for p in planes])
         with _autocast(self.device):
-            output = self.model(batch, self.condition(plane))
-        output = output.float().cpu().numpy()
-        return [_model_output(o, channels) for o in output]
+            output = self.model(batch, condition)
+        return output, channels
 
     def total_tiles(self) -> int:
         return len(self.grid()) * len(self.layout.planes())
@@ -469,36 +495,55 @@ class _RestoreJob:
         return TileGrid(self.layout.height, self.layout.width, self.tile_size, self.tile_overlap,
                         align=self.model.backbone.multiple)
 
-    def run(self, write: Callable[[tuple, np.ndarray], None]) -> Iterator[Progress]:
-        """Restore every plane; ``write(index, values)`` receives finished row bands."""
+    def _sink(self, plane: _Plane, write: Callable[[tuple, np.ndarray], None]) -> Callable[[int, int, np.ndarray], None]:
         layout = self.layout
-        grid = self.grid()
-        total = self.total_tiles()
-        done = 0
-        for plane in layout.planes():
-            channels = len(plane.channels) if plane.channels is not None else 1
-            scaling = self.scalings[plane.group]
+        scaling = self.scalings[plane.group]
 
-            def sink(y0: int, y1: int, block: np.ndarray, plane: _Plane = plane, scaling=scaling) -> None:
-                values = scaling.inverse(block)
-                values = values if self.out_dtype.kind == "f" else values
-                write(layout.index(plane, y0, y1, 0, layout.width), _to_dtype(layout.from_cyx(values, plane), self.out_dtype))
-
-            accumulator = RowBandAccumulator(grid, channels, sink)
-            tiles = list(grid)
-            for start in range(0, len(tiles), self.batch_size):
-                chunk = tiles[start : start + self.batch_size]
-                inputs = [self.read(plane, t.y0, t.y1, t.x0, t.x1) for t in chunk]
-                for tile, prediction in zip(chunk, self.predict(plane, inputs)):
-                    accumulator.add(tile, prediction)
-                done += len(chunk)
-                yield Progress(done, total)
-            accumulator.finish()
-        if layout.passthrough:
-            for stack_plane in [p for p in layout.planes() if p.group == 0]:
-                alpha = _Plane(stack_plane.stack_index, layout.passthrough, 0)
-                index = layout.index(alpha, 0, layout.height, 0, layout.width)
+        def sink(y0: int, y1: int, block: np.ndarray) -> None:
+            values = layout.from_cyx(scaling.inverse(block), plane)
+            write(layout.index(plane, y0, y1, 0, layout.width), _to_dtype(values, self.out_dtype))
+            if layout.passthrough:  # alpha rows copied band by band
+                alpha = _Plane(plane.stack_index, layout.passthrough, plane.group)
+                index = layout.index(alpha, y0, y1, 0, layout.width)
                 write(index, _to_dtype(np.asarray(self.source[index]).astype(np.float64), self.out_dtype))
+
+        return sink
+
+    def run(self, write: Callable[[tuple, np.ndarray], None]) -> Iterator[Progress]:
+        """Restore every plane; ``write(index, values)`` receives finished row bands.
+
+        Tiles of all planes form one stream cut into batches (small planes of a stack share
+        a batch). While the model runs on one batch, the next batch is read from the source,
+        so disk reads overlap GPU compute.
+        """
+        grid = self.grid()
+        tiles = list(grid)
+        items = [(plane, tile) for plane in self.layout.planes() for tile in tiles]
+        total = len(items)
+        accumulators: dict[_Plane, RowBandAccumulator] = {}
+        added: dict[_Plane, int] = {}
+        done = 0
+        pending: tuple[list[tuple[_Plane, Tile]], torch.Tensor, int] | None = None
+        batches = [items[i : i + self.batch_size] for i in range(0, total, self.batch_size)]
+        for batch in batches + [None]:
+            launched = None
+            if batch is not None:
+                output, channels = self.launch(batch)
+                launched = (batch, output, channels)
+            if pending is not None:
+                finished, output, channels = pending
+                predictions = output.float().cpu().numpy()
+                for (plane, tile), prediction in zip(finished, predictions):
+                    if plane not in accumulators:
+                        accumulators[plane] = RowBandAccumulator(grid, channels, self._sink(plane, write))
+                        added[plane] = 0
+                    accumulators[plane].add(tile, _model_output(prediction, channels))
+                    added[plane] += 1
+                    if added[plane] == len(tiles):
+                        accumulators.pop(plane).finish()
+                done += len(finished)
+                yield Progress(done, total)
+            pending = launched
 
 
 def _open_input(image: Any) -> tuple[Any, str | None, Path | None]:
@@ -519,7 +564,7 @@ def _is_dask(array: Any) -> bool:
 
 
 def _prepare(image: Any, model: Any, axes: str | None, tile_size: int | None, tile_overlap: int, batch_size: int,
-             device: str | torch.device, out_dtype: Any) -> tuple[_RestoreJob, Path | None]:
+             device: str | torch.device, out_dtype: Any, compile: bool = False) -> tuple[_RestoreJob, Path | None]:
     source, file_axes, path = _open_input(image)
     _validate_source(source)
     if batch_size < 1:
@@ -528,6 +573,8 @@ def _prepare(image: Any, model: Any, axes: str | None, tile_size: int | None, ti
         raise InputError(f"tile_overlap must be >= 0, got {tile_overlap}")
     device = resolve_device(device)
     restorer = _get_restorer(model, device)
+    if compile:
+        restorer = _compiled(restorer)
     layout = _Layout(tuple(int(s) for s in source.shape), _normalise_axes(axes, source.shape, file_axes),
                      restorer.in_channels)
     _check_plane_size(layout)
@@ -562,6 +609,7 @@ def restore_steps(
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     out_dtype: Any = None,
+    compile: bool = False,
 ) -> Iterator[Progress | np.ndarray | Path]:
     """Generator form of :func:`restore`: yields :class:`Progress` per batch of tiles, then the result.
 
@@ -573,7 +621,7 @@ def restore_steps(
     if out is not None:
         image_io.check_output_path(out, overwrite=overwrite,
                                    input_path=image if isinstance(image, (str, os.PathLike)) else None)
-    job, _path = _prepare(image, model, axes, tile_size, tile_overlap, batch_size, device, out_dtype)
+    job, _path = _prepare(image, model, axes, tile_size, tile_overlap, batch_size, device, out_dtype, compile)
     if out is None:
         result = np.empty(job.layout.shape, dtype=job.out_dtype)
 
@@ -607,6 +655,7 @@ def restore(
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     out_dtype: Any = None,
+    compile: bool = False,
 ) -> Any:
     """Restore an image (denoise, deblur, dehaze, derain, brighten) with an all-in-one model.
 
@@ -638,6 +687,9 @@ def restore(
         Allow ``out`` to replace an existing file.
     out_dtype : None or "float32"
         Result dtype: the input's (default) or float32 (normalised intensities scaled back).
+    compile : bool
+        Run the backbone through ``torch.compile`` (worth it for large images on a GPU;
+        the first call pays the compilation).
 
     Returns
     -------
@@ -667,7 +719,8 @@ def restore(
                              batch_size=batch_size, device=device, out_dtype=out_dtype)
     should_stop = cancel.is_set if isinstance(cancel, threading.Event) else cancel
     steps = restore_steps(image, model=model, axes=axes, tile_size=tile_size, tile_overlap=tile_overlap,
-                          batch_size=batch_size, device=device, out=out, overwrite=overwrite, out_dtype=out_dtype)
+                          batch_size=batch_size, device=device, out=out, overwrite=overwrite, out_dtype=out_dtype,
+                          compile=compile)
     try:
         for step in steps:
             if isinstance(step, Progress):

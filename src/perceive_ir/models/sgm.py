@@ -60,6 +60,17 @@ class Condition:
         )
 
     @staticmethod
+    def cat(conditions: Sequence["Condition"]) -> "Condition":
+        """Stack per-image conditions (each N=1) into one batch, in order."""
+        first = conditions[0]
+        return Condition(
+            embedding=None if first.embedding is None else torch.cat([c.embedding for c in conditions]),
+            semantic=None if first.semantic is None else tuple(
+                torch.cat([c.semantic[i] for c in conditions]) for i in range(len(first.semantic))
+            ),
+        )
+
+    @staticmethod
     def mean(conditions: Sequence["Condition"]) -> "Condition":
         """Average the conditions of several crops of one image (embedding re-normalised)."""
         first = conditions[0]

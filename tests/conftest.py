@@ -10,6 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import numpy as np
 import pytest
 import torch
+import torchvision  # noqa: F401  # load torch's triton before any Qt/OpenGL canvas (see perceive_ir.napari._widget.check_llvm_clash)
 
 from perceive_ir.models import PerceiverConfig, QualityPerceiver, Restorer, RestorerConfig, tiny_clip_config
 

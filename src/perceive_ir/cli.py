@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     degrade.add_argument("--seed", type=int, default=0, help="random seed")
     degrade.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
 
+    gui = sub.add_parser("napari", help="open napari with the perceive-ir plugin (torch loaded first)")
+    gui.add_argument("files", nargs="*", help="images to open")
+
     models = sub.add_parser("models", help="list the registered models")
     models.add_argument("--json", action="store_true", help="print JSON")
     return parser
@@ -200,7 +203,20 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"restore": _cmd_restore, "perceive": _cmd_perceive, "degrade": _cmd_degrade, "models": _cmd_models}
+def _cmd_napari(args: argparse.Namespace) -> int:
+    from .napari._launch import launch
+
+    launch(args.files)
+    return 0
+
+
+COMMANDS = {
+    "restore": _cmd_restore,
+    "perceive": _cmd_perceive,
+    "degrade": _cmd_degrade,
+    "models": _cmd_models,
+    "napari": _cmd_napari,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

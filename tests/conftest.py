@@ -14,7 +14,7 @@ import torchvision  # noqa: F401  # load torch's triton before any Qt/OpenGL can
 
 from perceive_ir.models import PerceiverConfig, QualityPerceiver, Restorer, RestorerConfig, tiny_clip_config
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # robust timings on a shared 2-core machine
 
 
 def tiny_restorer_config(in_channels: int = 3, **overrides) -> RestorerConfig:

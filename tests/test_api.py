@@ -190,10 +190,10 @@ def test_dask_input_is_lazy_and_matches_memory(tiny_restorer) -> None:
 
     rng = np.random.default_rng(12)
     image = (rng.random((3, 150, 170)) * 4000).astype(np.uint16)
-    lazy = restore(da.from_array(image, chunks=(1, 64, 80)), model=tiny_restorer, tile_size=64, tile_overlap=16,
+    lazy = restore(da.from_array(image, chunks=(1, 64, 80)), model=tiny_restorer, tile_size=96, tile_overlap=32,
                    device="cpu", out_dtype="float32")
     assert isinstance(lazy, da.Array) and lazy.shape == image.shape
-    in_memory = restore(image, model=tiny_restorer, tile_size=64, tile_overlap=16, device="cpu", out_dtype="float32")
+    in_memory = restore(image, model=tiny_restorer, tile_size=96, tile_overlap=32, device="cpu", out_dtype="float32")
     computed = lazy.compute()
     assert np.abs(computed - in_memory).max() < 5e-3 * 4000
 

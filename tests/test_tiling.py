@@ -56,3 +56,19 @@ def test_accumulator_reassembles_exactly(shape, tile, overlap, align) -> None:
     assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
     # memory: the accumulator holds one tile height of rows, not the plane
     assert accumulator._values.shape[1] <= grid.tile_shape[0]
+
+
+def test_tiles_shrink_to_cover_with_the_same_count() -> None:
+    """1024 px at tile 512 needs 3 tiles per axis; 368 px tiles cover it (1.16x, not 2.25x, the pixels)."""
+    grid = TileGrid(1024, 1024, 512, 32, align=8)
+    assert grid.tile_shape == (368, 368)
+    assert len(grid) == 9
+    assert grid.y_starts[-1] + 368 == 1024
+    # never larger than requested, always aligned, and still at least the requested overlap
+    for length in (100, 513, 777, 2048, 3001):
+        g = TileGrid(length, length, 256, 32, align=8)
+        side = g.tile_shape[0]
+        assert side <= 256 and side % 8 == 0
+        starts = g.y_starts
+        assert all(a + side - b >= 32 for a, b in zip(starts, starts[1:]))
+        assert starts[-1] + side >= length

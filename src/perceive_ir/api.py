@@ -244,9 +244,8 @@ def _cached_perceiver(name: str, device: str) -> QualityPerceiver:
 
 def _get_restorer(model: str | os.PathLike | Restorer, device: torch.device) -> Restorer:
     restorer = model.eval().to(device) if isinstance(model, Restorer) else _cached_restorer(str(model), str(device))
-    if device.type == "cuda":
-        restorer = restorer.to(memory_format=torch.channels_last)
-    return restorer
+    # channels_last: faster convolutions on CPUs (+23%, benchmarks/speed.py) and GPUs, same results
+    return restorer.to(memory_format=torch.channels_last)
 
 
 _COMPILED: dict[int, Restorer] = {}
@@ -271,23 +270,33 @@ def _get_perceiver(model: str | os.PathLike | QualityPerceiver, device: torch.de
     return _cached_perceiver(str(model), str(device))
 
 
+#: On CPUs the compact model runs fastest with about this many pixels per forward call
+#: (larger calls fall out of cache: ~1.2 MP/s at 0.26 MP per call, ~0.7 MP/s at 1 MP;
+#: ``python benchmarks/speed.py``, table e).
+CPU_PIXELS_PER_CALL = 512 * 512
+
+
 def choose_tile_size(device: torch.device, batch_size: int, bytes_per_pixel: int = 1200,
                      minimum: int = 128, maximum: int = 1024) -> int:
-    """Largest tile side (multiple of 64) whose batch of activations fits a quarter of free memory.
+    """Tile side for ``device``: 512 on CPUs; on GPUs the largest side (multiple of 64)
+    whose batch of activations fits a quarter of free memory.
 
     ``bytes_per_pixel`` is the measured peak activation memory of the compact model per input
     pixel (float32, inference), rounded up.
     """
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-    else:
-        import psutil
-
-        free = psutil.virtual_memory().available
-    budget = free / 4
-    side = int(math.sqrt(budget / (max(batch_size, 1) * bytes_per_pixel)))
+    if device.type != "cuda":
+        return 512
+    free, _total = torch.cuda.mem_get_info(device)
+    side = int(math.sqrt(free / 4 / (max(batch_size, 1) * bytes_per_pixel)))
     side = max(minimum, min(maximum, side))
     return side - side % 64 if side >= 128 else side
+
+
+def choose_batch_size(device: torch.device, tile_size: int) -> int:
+    """Tiles per forward call: about :data:`CPU_PIXELS_PER_CALL` pixels on CPUs, 4 on GPUs."""
+    if device.type == "cuda":
+        return 4
+    return max(1, round(CPU_PIXELS_PER_CALL / (tile_size * tile_size)))
 
 
 # --------------------------------------------------------------------------------------
@@ -476,9 +485,8 @@ class _RestoreJob:
         channels = tiles[0].shape[0]
         batch = torch.from_numpy(np.stack([_model_input(t, self.model.in_channels) for t in tiles]))
         if self.device.type == "cuda":
-            batch = batch.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        else:
-            batch = batch.to(self.device)
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         planes = [plane for plane, _ in items]
         if all(p == planes[0] for p in planes):
             condition = self.condition(planes[0])
@@ -563,11 +571,11 @@ def _is_dask(array: Any) -> bool:
     return type(array).__module__.startswith("dask.")
 
 
-def _prepare(image: Any, model: Any, axes: str | None, tile_size: int | None, tile_overlap: int, batch_size: int,
+def _prepare(image: Any, model: Any, axes: str | None, tile_size: int | None, tile_overlap: int, batch_size: int | None,
              device: str | torch.device, out_dtype: Any, compile: bool = False) -> tuple[_RestoreJob, Path | None]:
     source, file_axes, path = _open_input(image)
     _validate_source(source)
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if tile_overlap < 0:
         raise InputError(f"tile_overlap must be >= 0, got {tile_overlap}")
@@ -579,7 +587,7 @@ def _prepare(image: Any, model: Any, axes: str | None, tile_size: int | None, ti
                      restorer.in_channels)
     _check_plane_size(layout)
     if tile_size is None:
-        tile_size = choose_tile_size(device, batch_size)
+        tile_size = choose_tile_size(device, batch_size or 4)
     if tile_size < 16:
         raise InputError(f"tile_size must be >= 16, got {tile_size}")
     if tile_overlap >= tile_size:
@@ -592,7 +600,9 @@ def _prepare(image: Any, model: Any, axes: str | None, tile_size: int | None, ti
             raise InputError(f"out_dtype must be None (input dtype) or 'float32', got {out_dtype!r}")
     job = _RestoreJob(
         source=source, layout=layout, scalings=_scalings(source, layout), model=restorer, device=device,
-        tile_size=int(tile_size), tile_overlap=int(tile_overlap), batch_size=int(batch_size), out_dtype=result_dtype,
+        tile_size=int(tile_size), tile_overlap=int(tile_overlap),
+        batch_size=int(batch_size) if batch_size is not None else choose_batch_size(device, int(tile_size)),
+        out_dtype=result_dtype,
     )
     return job, path
 
@@ -604,7 +614,7 @@ def restore_steps(
     axes: str | None = None,
     tile_size: int | None = None,
     tile_overlap: int = 32,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: str | torch.device = "auto",
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -648,7 +658,7 @@ def restore(
     axes: str | None = None,
     tile_size: int | None = None,
     tile_overlap: int = 32,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: str | torch.device = "auto",
     progress: Callable[[int, int], Any] | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
@@ -668,11 +678,14 @@ def restore(
     axes : str, optional
         Axes letters of ``image`` (e.g. ``"CYX"``); inferred when omitted.
     tile_size : int, optional
-        Tile side in pixels; chosen from free memory when omitted.
+        Tile side in pixels; 512 on CPUs, chosen from free memory on GPUs, when omitted.
+        Tiles are then shrunk to the smallest aligned size that covers the plane with
+        the same number of tiles.
     tile_overlap : int
         Overlap between tiles (also the dask halo), blended with linear ramps.
-    batch_size : int
-        Tiles per forward pass.
+    batch_size : int, optional
+        Tiles per forward pass; by default about 0.26 megapixels per call on CPUs (where
+        larger calls run slower) and 4 on GPUs.
     device : str
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
     progress : callable, optional
@@ -736,7 +749,7 @@ def restore(
 
 
 def _restore_dask(image: Any, *, model: Any, axes: str | None, tile_size: int | None, tile_overlap: int,
-                  batch_size: int, device: Any, out_dtype: Any) -> Any:
+                  batch_size: int | None, device: Any, out_dtype: Any) -> Any:
     """Lazy restore of a dask array: ``map_overlap`` with the tile overlap as halo.
 
     Intensity scaling and per-plane conditions are computed once, up front, from small
@@ -761,7 +774,7 @@ def _restore_dask(image: Any, *, model: Any, axes: str | None, tile_size: int | 
     depth[layout.y_axis] = halo
     depth[layout.x_axis] = halo
     model_ref = model if isinstance(model, Restorer) else str(model)
-    settings = dict(axes=layout.axes, tile_size=job.tile_size, tile_overlap=tile_overlap, batch_size=batch_size,
+    settings = dict(axes=layout.axes, tile_size=job.tile_size, tile_overlap=tile_overlap, batch_size=job.batch_size,
                     device=str(job.device), out_dtype=job.out_dtype, scalings=job.scalings, conditions=conditions,
                     model=model_ref)
     return da.map_overlap(

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -28,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--axes", default=None, help="axes of the input, e.g. YX, YXC, CYX, ZYX (default: inferred)")
     common.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N or mps")
-    common.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass")
+    common.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default: by device)")
     common.add_argument("--quiet", action="store_true", help="no progress bar")
 
     restore = sub.add_parser("restore", parents=[common], help="restore an image file into a new file")
@@ -119,7 +121,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         restore(args.input, out=args.output, model=args.model, axes=args.axes, tile_size=args.tile_size,
-                tile_overlap=args.tile_overlap, batch_size=_batch(args, 4), device=args.device, progress=bar,
+                tile_overlap=args.tile_overlap, batch_size=args.batch_size, device=args.device, progress=bar,
                 overwrite=args.overwrite, out_dtype="float32" if args.float32 else None)
     finally:
         bar.close()
@@ -219,8 +221,18 @@ COMMANDS = {
 }
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary outputs are removed."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``perceive-ir`` console script; returns the exit code."""
+    # idle OpenMP threads sleep instead of spinning: 2x faster with a busy core beside us
+    # (benchmarks/speed.py, table d); only effective before torch is imported
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -81,8 +81,9 @@ class TileGrid:
     height, width : int
         Plane size.
     tile_size : int
-        Requested tile side (rounded down to a multiple of ``align``); a plane smaller than
-        that is one tile, its size rounded up to ``align``.
+        Largest tile side (rounded down to a multiple of ``align``); tiles are shrunk to the
+        smallest aligned side that covers the plane with as many tiles; a plane smaller
+        than that is one tile, its size rounded up to ``align``.
     overlap : int
         Minimum overlap between neighbouring tiles.
     align : int
@@ -96,8 +97,18 @@ class TileGrid:
     align: int = 1
 
     def _side(self, length: int) -> int:
+        """Tile side along an axis: the requested size, then shrunk to the smallest aligned
+        size that still covers ``length`` with the same number of tiles (less redundant work)."""
         tile = max(self.align, self.tile_size // self.align * self.align)
-        return min(tile, -(-length // self.align) * self.align)
+        if length <= tile:
+            return -(-length // self.align) * self.align
+        count = len(axis_starts(length, tile, min(self.overlap, tile - self.align), self.align))
+        side = -(-(length + (count - 1) * self.overlap) // count)
+        side = -(-side // self.align) * self.align
+        while side < tile and (self.overlap >= side - self.align
+                               or len(axis_starts(length, side, self.overlap, self.align)) > count):
+            side += self.align
+        return min(side, tile)
 
     @property
     def tile_shape(self) -> tuple[int, int]:

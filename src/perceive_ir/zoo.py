@@ -305,6 +305,7 @@ def save_weights(
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata=metadata)
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; weights are package data, readable by all
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -1,0 +1,230 @@
+"""Tests of the training pipeline (training/run.py): tiny runs on CPU.
+
+The smoke run and the paper-layout run use tiny models and a handful of steps; the
+built-in data need /work/shared/datasets (skipped elsewhere).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+TRAINING = Path(__file__).resolve().parents[1] / "training"
+sys.path.insert(0, str(TRAINING))
+
+import configs  # noqa: E402
+import data  # noqa: E402
+import losses  # noqa: E402
+import run  # noqa: E402
+from microscopy import degrade_fluorescence, synth_fluorescence  # noqa: E402
+
+from perceive_ir.models import tiny_clip_config  # noqa: E402
+
+HAVE_DATASETS = (data.DATASETS_DIR / "bsd400").is_dir() and (data.DATASETS_DIR / "cbsd432").is_dir()
+needs_datasets = pytest.mark.skipif(not HAVE_DATASETS, reason=f"no training datasets under {data.DATASETS_DIR}")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def read_log(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "log.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# -- configs, data, losses ---------------------------------------------------------------
+def test_configs_resolve_and_reject_unknown_names():
+    smoke = configs.resolve_config("smoke")
+    assert smoke.name == "smoke" and smoke.steps == 8
+    assert configs.resolve_config("compact").clip_config == tiny_clip_config()
+    paper = configs.resolve_config("paper-5task")
+    assert paper.backbone_args["blocks"] == [4, 6, 6, 8] and paper.lr == 2e-4 and paper.crop_size == 256
+    assert configs.config_from_dict(paper.to_dict()) == paper
+    with pytest.raises(ValueError, match="Did you mean 'smoke'"):
+        configs.resolve_config("smok")
+    with pytest.raises(ValueError, match="unknown config fields"):
+        configs.resolve_config("smoke", bogus=1)
+
+
+def test_synth_fluorescence_is_clean_and_reproducible():
+    first = synth_fluorescence((64, 80), rng=3)
+    assert first.shape == (64, 80) and first.dtype == np.float32
+    assert 0.0 <= first.min() and first.max() <= 1.0 and first.max() > 0.5
+    np.testing.assert_array_equal(first, synth_fluorescence((64, 80), rng=3))
+    noisy = degrade_fluorescence(first, rng=0, blur_sigma=1.0, photons=20.0, read_noise=1.0)
+    assert noisy.shape == first.shape and abs(float(noisy.mean() - first.mean())) < 0.02
+    with pytest.raises(ValueError, match="shape"):
+        synth_fluorescence((4, 64), rng=0)
+
+
+def test_info_nce_prefers_matching_crops():
+    generator = torch.Generator().manual_seed(0)
+    query = torch.nn.functional.normalize(torch.randn(6, 8, generator=generator), dim=-1)
+    tasks = torch.tensor([0, 1, 2, 0, 1, 2])
+    matched = losses.info_nce(query, query, tasks)
+    shuffled = losses.info_nce(query, query.roll(1, dims=0), tasks)
+    assert matched < shuffled
+
+
+def test_dpl_is_zero_at_the_ground_truth_and_grows_away_from_it():
+    features = losses.RandomFeaturePyramid()
+    clean = torch.rand(2, 3, 32, 32)
+    degraded = clean + 0.2 * torch.randn_like(clean)
+    weights = torch.full((2, 1), 1.25)
+    at_truth = losses.difficulty_adaptive_perceptual_loss(features, clean, clean, degraded, [clean * 0.9], weights)
+    halfway = losses.difficulty_adaptive_perceptual_loss(features, (clean + degraded) / 2, clean, degraded, [clean * 0.9], weights)
+    assert at_truth.item() == pytest.approx(0.0, abs=1e-6) and halfway.item() > 0.05
+
+
+def test_folder_pairs_are_matched_by_the_fields_naming(tmp_path):
+    _write_paper_layout(tmp_path, count=3)
+    pairs = data._match_pairs(tmp_path / "Train" / "Derain" / "rainy", tmp_path / "Train" / "Derain" / "gt")
+    assert [(a.name, b.name) for a, b in pairs][:1] == [("rain-0.png", "norain-0.png")]
+    pairs = data._match_pairs(tmp_path / "Train" / "Dehaze" / "hazy", tmp_path / "Train" / "Dehaze" / "clear")
+    assert [(a.name, b.name) for a, b in pairs][:1] == [("0000_0.8_0.2.png", "0000.png")]
+
+
+# -- end-to-end runs -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> tuple[Path, dict]:
+    if not HAVE_DATASETS:
+        pytest.skip(f"no training datasets under {data.DATASETS_DIR}")
+    folder = tmp_path_factory.mktemp("smoke")
+    torch.set_num_threads(1)
+    result = run.main(["--config", "smoke", "--out", str(folder)])
+    return folder, result
+
+
+@needs_datasets
+def test_smoke_run_writes_checkpoints_logs_and_plot(smoke_run):
+    folder, result = smoke_run
+    assert result["restorer_step"] == 8
+    for phase in run.PHASES:
+        state = run.load_checkpoint(folder / f"{phase}.pt")
+        assert state["config"]["name"] == "smoke" and state["config"] == configs.resolve_config("smoke").to_dict()
+        assert state["step"] > 0 and state["phase"] == phase
+    rows = read_log(folder)
+    assert list(rows[0]) == list(run.LOG_COLUMNS)
+    restorer_rows = [r for r in rows if r["phase"] == "restorer"]
+    for column in ("l1", "info_nce", "clip", "dpl", "lr", "seconds"):
+        assert all(np.isfinite(float(r[column])) for r in restorer_rows), column
+    assert any(r["psnr"] for r in restorer_rows)
+    assert 0.0 <= result["perceiver_accuracy"]["accuracy"] <= 1.0
+    assert (folder / "log.png").stat().st_size > 1000
+
+
+@needs_datasets
+def test_resume_continues_an_interrupted_phase(smoke_run, tmp_path):
+    folder, _ = smoke_run
+    for phase in run.PHASES:
+        state = run.load_checkpoint(folder / f"{phase}.pt")
+        if phase == "restorer":  # pretend the run stopped half-way
+            state["step"] = 4
+        run.save_checkpoint(tmp_path / f"{phase}.pt", state)
+    result = run.main(["--config", "ignored-on-resume", "--out", str(tmp_path), "--resume"])
+    assert result["restorer_step"] == 8
+    rows = [r for r in read_log(tmp_path) if r["phase"] == "restorer"]
+    assert [int(r["step"]) for r in rows] == [6, 8]
+    with pytest.raises(SystemExit, match="--resume"):
+        run.main(["--config", "smoke", "--out", str(tmp_path)])
+
+
+@needs_datasets
+def test_ship_writes_registered_weights_with_model_cards(smoke_run, tmp_path, monkeypatch):
+    from perceive_ir import zoo
+
+    folder, _ = smoke_run
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(zoo, "ZOO_FILE", tmp_path / "weights" / "zoo.json")
+    monkeypatch.setattr(run, "RESUME_CHECKPOINTS", tmp_path / "checkpoints")
+    result = run.main(["--out", str(folder), "--ship"])
+    table = json.loads((tmp_path / "weights" / "zoo.json").read_text())
+    restorer_file = tmp_path / "weights" / f"{zoo.DEFAULT_RESTORER}.safetensors"
+    assert table[zoo.DEFAULT_RESTORER]["sha256"] == zoo.sha256sum(restorer_file)
+    card = json.loads(restorer_file.with_suffix(".json").read_text())
+    assert set(card["metrics"]) >= {"set12_sigma15", "set12_sigma25", "set12_sigma50"}
+    assert card["phases"]["restorer"]["steps"] == 8
+    perceiver_card = json.loads((tmp_path / "weights" / f"{zoo.DEFAULT_PERCEIVER}.json").read_text())
+    assert "accuracy" in perceiver_card["metrics"]["held_out_three_tier_accuracy"]
+    model = zoo.load_restorer(restorer_file)
+    assert model(torch.rand(1, 3, 24, 24)).shape == (1, 3, 24, 24)
+    assert zoo.load_perceiver(tmp_path / "weights" / f"{zoo.DEFAULT_PERCEIVER}.safetensors").probabilities(
+        torch.rand(2, 3, 32, 32)).shape == (2, 3)
+    seed = run.load_checkpoint(tmp_path / "checkpoints" / "smoke" / "restorer.pt")
+    assert seed["step"] == 8 and "optimizer" not in seed and result["shipped"]["restorer"] == str(restorer_file)
+
+
+# -- the paper's data layout --------------------------------------------------------------
+def _save_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(path)
+
+
+def _write_paper_layout(root: Path, count: int = 4, size: int = 64) -> None:
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        clean = rng.random((size, size, 3)).astype(np.float32) * 0.5 + 0.25
+        worse = np.clip(clean + 0.1 * rng.standard_normal(clean.shape), 0, 1)
+        _save_png(root / "Train" / "Denoise" / f"{index:04d}.png", clean)
+        _save_png(root / "Train" / "Derain" / "rainy" / f"rain-{index}.png", worse)
+        _save_png(root / "Train" / "Derain" / "gt" / f"norain-{index}.png", clean)
+        _save_png(root / "Train" / "Dehaze" / "hazy" / f"{index:04d}_0.8_0.2.png", worse)
+        _save_png(root / "Train" / "Dehaze" / "clear" / f"{index:04d}.png", clean)
+        _save_png(root / "GoPro" / "train" / f"scene{index % 2}" / "blur" / f"{index:06d}.png", worse)
+        _save_png(root / "GoPro" / "train" / f"scene{index % 2}" / "sharp" / f"{index:06d}.png", clean)
+        _save_png(root / "LOL" / "our485" / "low" / f"{index}.png", worse * 0.2)
+        _save_png(root / "LOL" / "our485" / "high" / f"{index}.png", clean)
+
+
+TINY_PAPER_OVERRIDES = {
+    "crop_size": 32, "region_size": 40, "batch_size": 5, "epoch_size": 10, "num_workers": 0,
+    "medium_backbone_args": {"dim": 8, "blocks": [1, 1, 1, 1], "heads": [1, 1, 1, 1], "refinement_blocks": 1},
+    "medium_steps": 2, "medium_batch_size": 5,
+    "clip": None, "clip_config": {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "patch_size": 16, "width": 32, "layers": 2, "head_width": 16},
+        "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 32, "heads": 1, "layers": 1},
+    },
+    "n_ctx": 2, "perceiver_crop": 32, "perceiver_steps": 2, "perceiver_batch_size": 5, "perceiver_eval_crops": 1,
+    "backbone_args": {"dim": 8, "blocks": [1, 1, 1, 1], "heads": [1, 1, 1, 1], "refinement_blocks": 1},
+    "embed_dim": 16,
+    "semantic_args": {"model_name": "vit_small_patch14_dinov2", "depths": [0, 1, 2, 3], "image_size": 28,
+                      "embed_dim": 32, "depth": 4, "num_heads": 2},
+    "steps": 3, "warmup_steps": 1, "probe_crops": 1, "log_every": 1,
+}
+
+
+def test_paper_layout_tiny_run(tmp_path):
+    _write_paper_layout(tmp_path / "data")
+    overrides = [f"{key}={json.dumps(value)}" for key, value in TINY_PAPER_OVERRIDES.items()]
+    arguments = ["--config", "paper-5task", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                 "--device", "cpu"]
+    for override in overrides:
+        arguments += ["--override", override]
+    result = run.main(arguments)
+    assert result["restorer_step"] == 3
+    state = run.load_checkpoint(tmp_path / "run" / "restorer.pt")
+    assert state["config"]["backbone"] == "restormer" and state["config"]["semantic"] == "dinov2"
+    assert state["config"]["tasks"] == list(configs.TASKS_5) and state["config"]["lr"] == 2e-4
+    restorer_rows = [r for r in read_log(tmp_path / "run") if r["phase"] == "restorer"]
+    assert len(restorer_rows) == 3 and all(np.isfinite(float(r["dpl"])) for r in restorer_rows)
+
+
+def test_paper_layout_reports_missing_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Denoise"):
+        data.build_tasks(configs.resolve_config("paper-3task", data_root=str(tmp_path)))
+    with pytest.raises(SystemExit, match="--data-root"):
+        run.main(["--config", "paper-3task", "--out", str(tmp_path / "run")])

@@ -1,0 +1,931 @@
+"""Train Perceive-IR: stage 1 (medium restorers, quality perceiver), then stage 2 (restorer).
+
+Usage::
+
+    python training/run.py --config smoke --out runs/smoke             # < 2 minutes on a CPU
+    python training/run.py --config compact --out runs/compact --threads 1
+    python training/run.py --config compact --out runs/compact --resume [--minutes 60]
+    python training/run.py --config compact --out runs/compact --ship  # re-ship from checkpoints
+    torchrun --nproc_per_node 4 training/run.py --config paper-3task --data-root DATA \\
+        --clip ViT-B-32:openai --dinov2 dinov2_vitb14.safetensors --vgg vgg16.safetensors --device cuda
+
+The script reads top to bottom: configuration, runtime (device, DDP), data, then the
+four phases, each checkpointed in ``--out`` and skipped when already finished:
+
+1. ``medium0`` / ``medium1`` (stage 1a): two small restorers (plain L1, no CFE/SGM),
+   each trained on one half of the images (two-fold cross-fitting), so every training
+   image has a medium-quality restoration by the model that did not see it;
+2. ``perceiver`` (stage 1b): CoOp prompts of three quality tiers (low = degraded,
+   medium = cross-fitted medium restoration, high = clean) on CLIP; CLIP is frozen when
+   pretrained weights are given (``--clip``), otherwise the tiny CLIP's image tower and
+   logit scale are trained from scratch too; three-tier accuracy on held-out images;
+3. ``restorer`` (stage 2): L1 + 0.1 InfoNCE + 0.05 L_clip + 0.1 L_dpl (``losses.py``),
+   with the two medium restorers as the proxies of L_dpl and ``beta`` re-measured on a
+   fixed probe set.
+
+Checkpoints are ``torch.save`` files of plain dicts (tensors, numbers, strings) written
+atomically and read with ``weights_only=True``; each stores the resolved config, and a
+resumed run is rebuilt from it. ``log.csv`` and ``log.png`` record every loss term.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from configs import EXPERIMENTS, TrainConfig, config_from_dict, resolve_config
+from data import SKIMAGE_IMAGES, TaskBalancedDataset, build_tasks, fixed_samples, set12_images
+from losses import (
+    RandomFeaturePyramid,
+    Vgg16Features,
+    clip_quality_loss,
+    difficulty_adaptive_perceptual_loss,
+    info_nce,
+    psnr,
+)
+
+from perceive_ir import zoo
+from perceive_ir.models import PerceiverConfig, QualityPerceiver, Restorer, RestorerConfig, TIERS, build_clip
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+#: Where shipping leaves a small resume checkpoint of a run (weights, step, config).
+RESUME_CHECKPOINTS = REPOSITORY / "training" / "checkpoints"
+PHASES = ("medium0", "medium1", "perceiver", "restorer")
+LOG_COLUMNS = ("step", "stage", "phase", "loss", "l1", "info_nce", "clip", "dpl", "accuracy", "psnr", "lr", "seconds")
+
+
+# =========================================================================================
+# command line
+# =========================================================================================
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="compact", help=f"experiment: {', '.join(EXPERIMENTS)}")
+    parser.add_argument("--out", default=None, help="run folder (checkpoints, log.csv, log.png); default runs/CONFIG")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out (config read from them)")
+    parser.add_argument("--stage", type=int, choices=(1, 2), default=None, help="run only this stage")
+    parser.add_argument("--data-root", default=None, help="root of the field's dataset layout (paper configs)")
+    parser.add_argument("--clip", default=None, help="pretrained CLIP: ARCH:TAG (e.g. ViT-B-32:openai) or a weights file")
+    parser.add_argument("--dinov2", default=None, help="DINOv2 weights file for semantic='dinov2'")
+    parser.add_argument("--vgg", default=None, help="VGG16 weights file for the perceptual loss")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget of stage 2 (overrides the config)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--ship", action="store_true", help="only ship the finished models of --out into the package")
+    parser.add_argument("--override", action="append", default=[], metavar="FIELD=JSON",
+                        help="override a config field, e.g. --override batch_size=4 (repeatable)")
+    return parser.parse_args(argv)
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for pair in pairs:
+        name, separator, text = pair.partition("=")
+        if not separator:
+            raise SystemExit(f"--override expects FIELD=JSON, got {pair!r}")
+        try:
+            overrides[name] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[name] = text  # a bare string
+    return overrides
+
+
+# =========================================================================================
+# runtime: device and distributed data parallel
+# =========================================================================================
+@dataclass
+class Runtime:
+    """Where this process runs."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.device.type == "cuda" else None
+
+
+def setup_runtime(device_name: str | None) -> Runtime:
+    """Pick the device; join the process group when launched by torchrun (WORLD_SIZE set)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if device_name is None:
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name not in ("cpu", "cuda"):
+        raise SystemExit(f"--device must be cpu or cuda, got {device_name!r}")
+    if device_name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for but torch sees no CUDA device")
+    if world_size > 1:
+        import torch.distributed as dist
+
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        dist.init_process_group(backend="nccl" if device_name == "cuda" else "gloo")
+        device = torch.device("cuda", local_rank) if device_name == "cuda" else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return Runtime(device, dist.get_rank(), world_size)
+    return Runtime(torch.device(device_name))
+
+
+def wrap_for_training(module: nn.Module, runtime: Runtime) -> nn.Module:
+    """DistributedDataParallel around ``module`` when distributed, else ``module``."""
+    if not runtime.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def make_loader(dataset: TaskBalancedDataset, batch_size: int, runtime: Runtime, config: TrainConfig) -> DataLoader:
+    """DataLoader with a DistributedSampler under DDP (task balance: index % n_tasks)."""
+    sampler = None
+    if runtime.distributed:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=True)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=True,
+                      num_workers=config.num_workers, pin_memory=runtime.device.type == "cuda",
+                      persistent_workers=False)
+
+
+def batches(loader: DataLoader, start_epoch: int) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """Endless (epoch, batch) stream; sets the epoch of the dataset and sampler."""
+    epoch = start_epoch
+    while True:
+        loader.dataset.set_epoch(epoch)
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            yield epoch, batch
+        epoch += 1
+
+
+# =========================================================================================
+# checkpoints and logs
+# =========================================================================================
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` a plain dict atomically (temporary file + ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no unpickling)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], optional_prefixes: tuple[str, ...] = ()) -> None:
+    """Load ``state`` into ``module``; keys under ``optional_prefixes`` may be absent."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(optional_prefixes)]
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+class TrainingLog:
+    """Append rows to ``log.csv`` and redraw ``log.png`` (one panel per phase)."""
+
+    def __init__(self, folder: Path, enabled: bool) -> None:
+        self.csv_path = folder / "log.csv"
+        self.png_path = folder / "log.png"
+        self.enabled = enabled
+        if enabled and not self.csv_path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(self.csv_path, "w", newline="") as handle:
+                csv.writer(handle).writerow(LOG_COLUMNS)
+
+    def write(self, **values: Any) -> None:
+        if not self.enabled:
+            return
+        row = [values.get(column, "") for column in LOG_COLUMNS]
+        row = [f"{v:.6g}" if isinstance(v, float) else v for v in row]
+        with open(self.csv_path, "a", newline="") as handle:
+            csv.writer(handle).writerow(row)
+        message = " ".join(f"{c}={v}" for c, v in zip(LOG_COLUMNS, row) if v != "")
+        print(message, flush=True)
+
+    def plot(self) -> None:
+        """Draw the loss curves of every phase into ``log.png``."""
+        if not self.enabled:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        with open(self.csv_path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        phases = [p for p in PHASES if any(r["phase"] == p for r in rows)]
+        if not phases:
+            return
+        figure, axes = plt.subplots(1, len(phases), figsize=(4.5 * len(phases), 3.5), squeeze=False)
+        for axis, phase in zip(axes[0], phases):
+            phase_rows = [r for r in rows if r["phase"] == phase]
+            for column in ("loss", "l1", "info_nce", "clip", "dpl"):
+                points = [(float(r["step"]), float(r[column])) for r in phase_rows if r[column] not in ("", None)]
+                if points:
+                    axis.plot(*zip(*points), label=column)
+            axis.set_yscale("log")
+            axis.set_title(phase)
+            axis.set_xlabel("step")
+            metric = "accuracy" if phase == "perceiver" else "psnr"
+            points = [(float(r["step"]), float(r[metric])) for r in phase_rows if r[metric] not in ("", None)]
+            if points:
+                twin = axis.twinx()
+                twin.plot(*zip(*points), "k.--", label=metric)
+                twin.set_ylabel(metric)
+            if axis.get_legend_handles_labels()[0]:
+                axis.legend(fontsize=7, loc="upper right")
+        figure.tight_layout()
+        handle, temporary = tempfile.mkstemp(dir=self.png_path.parent, suffix=".png")
+        os.close(handle)
+        figure.savefig(temporary, dpi=80)
+        plt.close(figure)
+        os.replace(temporary, self.png_path)
+
+
+# =========================================================================================
+# models
+# =========================================================================================
+def medium_config(config: TrainConfig) -> RestorerConfig:
+    """Stage-1 medium restorer: the medium backbone alone (plain L1, no CFE, no SGM)."""
+    return RestorerConfig(in_channels=3, backbone=config.medium_backbone, backbone_args=dict(config.medium_backbone_args),
+                          cfe=False, sgm=False, semantic="none")
+
+
+def perceiver_config(config: TrainConfig) -> PerceiverConfig:
+    if config.clip is None:
+        return PerceiverConfig(clip_config=config.clip_config, n_ctx=config.n_ctx)
+    return PerceiverConfig(clip_model=config.clip_model, clip_config=None, n_ctx=config.n_ctx)
+
+
+def build_perceiver(config: TrainConfig, pretrained: bool) -> QualityPerceiver:
+    """The stage-1 perceiver; with ``pretrained`` the CLIP weights of ``config.clip`` are loaded."""
+    settings = perceiver_config(config)
+    if not pretrained or config.clip is None:
+        return QualityPerceiver(settings)
+    source = config.clip
+    if os.path.isfile(source):
+        clip = build_clip(settings, pretrained=source)
+    else:
+        architecture, _, tag = source.partition(":")
+        if not tag:
+            raise SystemExit(f"--clip expects ARCH:TAG (e.g. ViT-B-32:openai) or an existing file, got {source!r}")
+        settings = replace(settings, clip_model=architecture)
+        clip = build_clip(settings, pretrained=tag)
+    return QualityPerceiver(settings, clip)
+
+
+def clip_vision_config(config: TrainConfig) -> tuple[dict[str, Any], int]:
+    """(vision_cfg, embed_dim) of the perceiver's CLIP."""
+    if config.clip is None:
+        return dict(config.clip_config["vision_cfg"]), int(config.clip_config["embed_dim"])
+    import open_clip
+
+    model_config = open_clip.get_model_config(config.clip_model)
+    return dict(model_config["vision_cfg"]), int(model_config["embed_dim"])
+
+
+def restorer_config(config: TrainConfig) -> RestorerConfig:
+    semantic_args = dict(config.semantic_args)
+    if config.semantic == "clip":
+        vision_cfg, embed_dim = clip_vision_config(config)
+        semantic_args = {"vision_cfg": vision_cfg, "embed_dim": embed_dim, "depths": list(semantic_args.get("depths", [1, 2, 3]))}
+    return RestorerConfig(in_channels=3, backbone=config.backbone, backbone_args=dict(config.backbone_args),
+                          cfe=config.cfe, embed_dim=config.embed_dim, sgm=config.sgm, semantic=config.semantic,
+                          semantic_args=semantic_args)
+
+
+def build_restorer(config: TrainConfig, perceiver: QualityPerceiver) -> Restorer:
+    """The stage-2 restorer; a CLIP semantic encoder starts as a frozen copy of the perceiver's tower."""
+    settings = restorer_config(config)
+    encoder = None
+    if config.sgm and config.semantic == "dinov2":
+        from perceive_ir.models.semantic import Dinov2SemanticEncoder
+
+        if config.dinov2_file is None:
+            print("warning: semantic='dinov2' without --dinov2 FILE: the DINOv2 encoder keeps random weights", flush=True)
+        arguments = {k: v for k, v in settings.semantic_args.items()}
+        encoder = Dinov2SemanticEncoder(pretrained_file=config.dinov2_file, **arguments).lock()
+    restorer = Restorer(settings, semantic_encoder=encoder)
+    if config.sgm and config.semantic == "clip":
+        restorer.semantic.visual.load_state_dict(perceiver.clip.visual.state_dict())
+        restorer.semantic.lock()
+    return restorer
+
+
+class RestorerTrainingStep(nn.Module):
+    """One forward of stage 2 (a module, so that DDP sees every trained parameter).
+
+    Returns the restored batch, the CFE embedding of the input and that of the second
+    crop (the InfoNCE positive); the embeddings are None without CFE.
+    """
+
+    def __init__(self, restorer: Restorer) -> None:
+        super().__init__()
+        self.restorer = restorer
+
+    def forward(self, degraded: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        restorer = self.restorer
+        condition = restorer.condition(degraded)
+        restored = restorer(degraded, condition)
+        if restorer.cfe is None:
+            return restored, None, None
+        query = condition.embedding if condition is not None else restorer.cfe(degraded)
+        return restored, query, restorer.cfe(key)
+
+
+def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without the frozen semantic encoder (rebuilt from the perceiver)."""
+    return {k: v for k, v in module.state_dict().items() if not k.startswith("semantic.")}
+
+
+# =========================================================================================
+# one training phase: schedule, logging, checkpoints, resume
+# =========================================================================================
+@dataclass
+class Phase:
+    """What a phase trains and for how long.
+
+    ``step_function(batch) -> dict of loss terms`` does forward, backward and the
+    optimizer step; ``hooks`` run at the start and every ``hook_every`` steps (or each
+    epoch when 0) and may return extra log values; ``extra_state`` goes into checkpoints.
+    """
+
+    name: str
+    stage: int
+    modules: dict[str, nn.Module]
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    step_function: Callable[[dict[str, torch.Tensor]], dict[str, float]]
+    steps: int
+    minutes: float | None
+    hook: Callable[[int], dict[str, float]] | None = None
+    hook_every: int = 0
+    extra_state: Callable[[], dict[str, Any]] = lambda: {}
+    load_extra_state: Callable[[dict[str, Any]], None] = lambda state: None
+    state_filter: Callable[[nn.Module], dict[str, torch.Tensor]] = lambda module: module.state_dict()
+
+
+def learning_rate(base: float, minimum: float, progress: float, step: int, warmup_steps: int) -> float:
+    """Cosine from ``base`` to ``minimum`` over ``progress`` in [0, 1], after a linear warm-up of the steps."""
+    warmup = min(1.0, (step + 1) / max(1, warmup_steps))
+    return warmup * (minimum + (base - minimum) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def finished(progress: float, runtime: Runtime) -> bool:
+    """Whether a phase is over; under DDP every rank stops when any rank's budget is spent."""
+    over = progress >= 1.0
+    if runtime.distributed:
+        import torch.distributed as dist
+
+        flag = torch.tensor([float(over)], device=runtime.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        over = bool(flag.item())
+    return over
+
+
+def progress_of(step: int, seconds: float, phase: Phase) -> float:
+    """Fraction of the phase done: by steps, or by wall-clock time when the phase has a budget."""
+    by_steps = step / max(1, phase.steps)
+    return max(by_steps, seconds / (60.0 * phase.minutes)) if phase.minutes else by_steps
+
+
+def run_phase(phase: Phase, config: TrainConfig, run_folder: Path, runtime: Runtime, log: TrainingLog) -> dict[str, Any]:
+    """Train ``phase`` until its steps or minutes are spent; resumes from its checkpoint.
+
+    Returns the final checkpoint payload (holding ``step``, ``seconds``, ``done``).
+    """
+    path = run_folder / f"{phase.name}.pt"
+    step, seconds, epoch, done = 0, 0.0, 0, False
+    if path.exists():
+        state = load_checkpoint(path)
+        for name, module in phase.modules.items():
+            load_module_state(module, state["models"][name], optional_prefixes=("semantic.",))
+        step, seconds, epoch = int(state["step"]), float(state["seconds"]), int(state["epoch"]) + 1
+        # finished means "the current budget is spent": a larger --minutes or steps continues a finished phase
+        done = progress_of(step, seconds, phase) >= 1.0
+        if "optimizer" in state and not done:
+            phase.optimizer.load_state_dict(state["optimizer"])
+        phase.load_extra_state(state)
+        if runtime.main:
+            print(f"[{phase.name}] resumed from {path} at step {step} ({seconds / 60:.1f} min trained, done={done})", flush=True)
+        if done:
+            return state
+    base_rates = [group["base_lr"] for group in phase.optimizer.param_groups]
+
+    def progress() -> float:
+        return progress_of(step, seconds, phase)
+
+    def checkpoint(finished: bool) -> dict[str, Any]:
+        payload = {
+            "config": config.to_dict(),
+            "phase": phase.name,
+            "step": step,
+            "seconds": seconds,
+            "epoch": epoch,
+            "done": finished,
+            "models": {name: phase.state_filter(module) for name, module in phase.modules.items()},
+            "optimizer": phase.optimizer.state_dict(),
+            **phase.extra_state(),
+        }
+        if runtime.main:
+            save_checkpoint(path, payload)
+            log.plot()
+        return payload
+
+    for module in phase.modules.values():
+        module.train()
+    last_save = time.monotonic()
+    window: dict[str, list[float]] = {}
+    extra: dict[str, float] = phase.hook(step) if phase.hook else {}
+    stream = batches(phase.loader, epoch)
+    started = time.monotonic() - seconds
+    while not finished(progress(), runtime):
+        batch_epoch, batch = next(stream)
+        if batch_epoch != epoch:
+            epoch = batch_epoch
+            if phase.hook and phase.hook_every == 0:
+                extra.update(phase.hook(step))
+        for group, base in zip(phase.optimizer.param_groups, base_rates):
+            group["lr"] = learning_rate(base, config.min_lr, progress(), step, config.warmup_steps)
+        terms = phase.step_function(batch)
+        for key, value in terms.items():
+            if not math.isfinite(value):
+                raise FloatingPointError(f"[{phase.name}] loss term {key} is {value} at step {step}")
+            window.setdefault(key, []).append(value)
+        step += 1
+        seconds = time.monotonic() - started
+        if phase.hook and phase.hook_every and step % phase.hook_every == 0:
+            extra.update(phase.hook(step))
+        if step % config.log_every == 0 or progress() >= 1.0:
+            averages = {key: float(np.mean(values)) for key, values in window.items()}
+            log.write(step=step, stage=phase.stage, phase=phase.name, lr=phase.optimizer.param_groups[0]["lr"],
+                      seconds=round(seconds, 1), **averages, **extra)
+            window, extra = {}, {}
+        if time.monotonic() - last_save >= 60.0 * config.checkpoint_minutes:
+            checkpoint(False)
+            last_save = time.monotonic()
+    final = checkpoint(True)
+    if runtime.distributed:  # the other ranks wait until rank 0 has written the finished phase
+        import torch.distributed as dist
+
+        dist.barrier()
+    return final
+
+
+def optimizer_for(groups: list[tuple[list[nn.Parameter], float]], weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over (parameters, base learning rate) groups; ``base_lr`` kept in each group."""
+    return torch.optim.AdamW(
+        [{"params": params, "lr": rate, "base_lr": rate} for params, rate in groups if params],
+        weight_decay=weight_decay,
+    )
+
+
+def autocast(runtime: Runtime):
+    """bf16 autocast on CUDA; a no-op context on CPU."""
+    dtype = runtime.amp_dtype
+    return torch.autocast(device_type=runtime.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+# =========================================================================================
+# stage 1a: medium restorers with two-fold cross-fitting
+# =========================================================================================
+def train_medium(fold: int, config: TrainConfig, tasks, run_folder: Path, runtime: Runtime, log: TrainingLog) -> Restorer:
+    model = Restorer(medium_config(config)).to(runtime.device)
+    trained = wrap_for_training(model, runtime)
+    optimizer = optimizer_for([(list(model.parameters()), config.medium_lr)], config.weight_decay)
+    dataset = TaskBalancedDataset(tasks, config.crop_size, config.crop_size, config.epoch_size, config.seed, fold=fold)
+
+    def step_function(batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        degraded = batch["degraded"].to(runtime.device, non_blocking=True)
+        clean = batch["clean"].to(runtime.device, non_blocking=True)
+        with autocast(runtime):
+            loss = F.l1_loss(trained(degraded).float(), clean)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item(), "l1": loss.item()}
+
+    phase = Phase(f"medium{fold}", 1, {"model": model}, optimizer, make_loader(dataset, config.medium_batch_size, runtime, config),
+                  step_function, config.medium_steps, config.medium_minutes)
+    run_phase(phase, config, run_folder, runtime, log)
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def render_medium(mediums: list[Restorer], degraded: torch.Tensor, folds: torch.Tensor) -> torch.Tensor:
+    """Medium tier: each image restored by the medium model of the *other* fold."""
+    medium = torch.empty_like(degraded)
+    for fold, model in enumerate(mediums):
+        chosen = folds == (1 - fold)
+        if chosen.any():
+            medium[chosen] = model(degraded[chosen]).float().clamp(0, 1)
+    return medium
+
+
+# =========================================================================================
+# stage 1b: quality perceiver (prompt learning)
+# =========================================================================================
+@torch.no_grad()
+def perceiver_accuracy(perceiver: QualityPerceiver, mediums: list[Restorer], validation_tasks, config: TrainConfig,
+                       device: torch.device) -> dict[str, float]:
+    """Three-tier accuracy on held-out crops (held-out images: neither medium model saw them)."""
+    samples = fixed_samples(validation_tasks, config.perceiver_eval_crops, config.perceiver_crop, config.seed + 1)
+    degraded, clean = samples["degraded"].to(device), samples["clean"].to(device)
+    medium = mediums[0](degraded).float().clamp(0, 1)
+    was_training = perceiver.training
+    perceiver.eval()
+    result: dict[str, float] = {}
+    correct_all = []
+    for label, (tier, images) in enumerate(zip(TIERS, (degraded, medium, clean))):
+        predictions = torch.cat([perceiver(perceiver.prepare(chunk)).argmax(-1) for chunk in images.split(64)])
+        correct = (predictions == label).float()
+        result[f"accuracy_{tier}"] = correct.mean().item()
+        correct_all.append(correct)
+    everything = torch.cat(correct_all)
+    result["accuracy"] = everything.mean().item()
+    for index, task in enumerate(validation_tasks):
+        mask = (samples["task"] == index).to(device).repeat(3)
+        result[f"accuracy_{task.name}"] = everything[mask].mean().item()
+    perceiver.train(was_training)
+    return result
+
+
+def train_perceiver(config: TrainConfig, mediums: list[Restorer], tasks, validation_tasks, run_folder: Path,
+                    runtime: Runtime, log: TrainingLog) -> tuple[QualityPerceiver, dict[str, float]]:
+    path = run_folder / "perceiver.pt"
+    pretrained = config.clip is not None
+    # a finished phase is rebuilt from its checkpoint: no need to fetch CLIP weights again
+    perceiver = build_perceiver(config, pretrained=pretrained and not (path.exists() and load_checkpoint(path)["done"]))
+    perceiver = perceiver.to(runtime.device)
+    perceiver.lock_text()
+    groups: list[tuple[list[nn.Parameter], float]] = [([perceiver.ctx], config.perceiver_lr)]
+    if pretrained:
+        perceiver.lock_image()  # the paper: frozen CLIP, only the prompts learn
+    else:  # tiny CLIP without pretraining: the image tower and logit scale learn too
+        perceiver.clip.logit_scale.requires_grad_(True)
+        groups.append((list(perceiver.clip.visual.parameters()) + [perceiver.clip.logit_scale], config.perceiver_tower_lr))
+    trained = wrap_for_training(perceiver, runtime)
+    optimizer = optimizer_for(groups, config.weight_decay)
+    dataset = TaskBalancedDataset(tasks, config.perceiver_crop, config.perceiver_crop, config.epoch_size, config.seed)
+    labels = torch.arange(len(TIERS), device=runtime.device).repeat_interleave(config.perceiver_batch_size)
+
+    def step_function(batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        low = batch["degraded"].to(runtime.device, non_blocking=True)
+        high = batch["clean"].to(runtime.device, non_blocking=True)
+        medium = render_medium(mediums, low, batch["fold"].to(runtime.device))
+        pixels = perceiver.prepare(torch.cat([low, medium, high]))
+        with autocast(runtime):
+            logits = trained(pixels).float()
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            perceiver.clip.logit_scale.clamp_(0, math.log(100.0))
+        return {"loss": loss.item(), "accuracy": (logits.argmax(-1) == labels).float().mean().item()}
+
+
+    phase = Phase("perceiver", 1, {"model": perceiver}, optimizer,
+                  make_loader(dataset, config.perceiver_batch_size, runtime, config), step_function,
+                  config.perceiver_steps, config.perceiver_minutes)
+    state = run_phase(phase, config, run_folder, runtime, log)
+    if "accuracy" not in state.get("metrics", {}):
+        state["metrics"] = perceiver_accuracy(perceiver, mediums, validation_tasks, config, runtime.device)
+        if runtime.main:
+            save_checkpoint(path, state)
+    held_out = dict(state["metrics"])
+    log.write(step=state["step"], stage=1, phase="perceiver", accuracy=held_out["accuracy"], seconds=round(state["seconds"], 1))
+    if runtime.main:
+        print("[perceiver] held-out accuracy " + json.dumps({k: round(v, 4) for k, v in held_out.items()}), flush=True)
+    return perceiver.lock(), held_out
+
+
+# =========================================================================================
+# stage 2: the all-in-one restorer
+# =========================================================================================
+@torch.no_grad()
+def task_psnr(model: nn.Module, samples: dict[str, torch.Tensor], n_tasks: int, device: torch.device) -> torch.Tensor:
+    """Mean PSNR per task, (n_tasks,), of ``model`` on fixed samples."""
+    values = torch.cat([psnr(model(d.to(device)).float(), c.to(device)).cpu()
+                        for d, c in zip(samples["degraded"].split(16), samples["clean"].split(16))])
+    return torch.stack([values[samples["task"] == t].mean() for t in range(n_tasks)])
+
+
+def feature_extractor(config: TrainConfig) -> nn.Module:
+    """VGG16 taps when weights are given (the paper), else the fixed random pyramid (documented fallback)."""
+    if config.vgg_file:
+        return Vgg16Features(config.vgg_file)
+    return RandomFeaturePyramid(seed=config.seed)
+
+
+def train_restorer(config: TrainConfig, mediums: list[Restorer], perceiver: QualityPerceiver, tasks, validation_tasks,
+                   run_folder: Path, runtime: Runtime, log: TrainingLog) -> tuple[Restorer, dict[str, Any]]:
+    device = runtime.device
+    restorer = build_restorer(config, perceiver).to(device)
+    trained = wrap_for_training(RestorerTrainingStep(restorer), runtime)
+    parameters = [p for p in restorer.parameters() if p.requires_grad]
+    optimizer = optimizer_for([(parameters, config.lr)], config.weight_decay)
+    dataset = TaskBalancedDataset(tasks, config.crop_size, config.region_size, config.epoch_size, config.seed)
+    features = feature_extractor(config).to(device)
+    probe = fixed_samples(validation_tasks, config.probe_crops, config.crop_size, config.seed + 2)
+    n_tasks = len(tasks)
+    # proxies: the two cross-fitted medium restorers; m_k = 1 for every task they were trained on (all)
+    task_mask = torch.ones(len(mediums), n_tasks)
+    beta = torch.full((len(mediums), n_tasks), config.beta_hard)
+    proxy_psnr = torch.stack([task_psnr(m, probe, n_tasks, device) for m in mediums])
+    state_metrics: dict[str, Any] = {}
+
+    def measure_beta(step: int) -> dict[str, float]:
+        """beta_k = beta_hard where proxy k is at least as good as the current model on the probe set."""
+        restorer.eval()
+        current = task_psnr(restorer, probe, n_tasks, device)
+        restorer.train()
+        beta.copy_(torch.where(proxy_psnr >= current[None, :], config.beta_hard, config.beta_easy))
+        state_metrics["probe_psnr"] = current.tolist()
+        return {"psnr": current.mean().item()}
+
+    def step_function(batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        degraded = batch["degraded"].to(device, non_blocking=True)
+        clean = batch["clean"].to(device, non_blocking=True)
+        key = batch["key"].to(device, non_blocking=True)
+        task = batch["task"].to(device)
+        with torch.no_grad():
+            proxies = [m(degraded).float().clamp(0, 1) for m in mediums]
+        proxy_weights = (task_mask * beta).to(device)[:, task].t()
+        with autocast(runtime):
+            restored, query, positive = trained(degraded, key)
+            restored = restored.float()
+            l1 = F.l1_loss(restored, clean)
+            nce = info_nce(query.float(), positive.float(), task, config.temperature) if query is not None else restored.new_zeros(())
+            quality = clip_quality_loss(perceiver, restored)
+            dpl = difficulty_adaptive_perceptual_loss(features, restored, clean, degraded, proxies, proxy_weights)
+        loss = config.l1_weight * l1 + config.info_nce_weight * nce + config.clip_weight * quality + config.dpl_weight * dpl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        return {"loss": loss.item(), "l1": l1.item(), "info_nce": nce.item(), "clip": quality.item(), "dpl": dpl.item()}
+
+    def load_extra(state: dict[str, Any]) -> None:
+        if "beta" in state:
+            beta.copy_(state["beta"])
+
+    phase = Phase("restorer", 2, {"model": restorer}, optimizer, make_loader(dataset, config.batch_size, runtime, config),
+                  step_function, config.steps, config.minutes, hook=measure_beta, hook_every=config.beta_every,
+                  extra_state=lambda: {"beta": beta.clone(), "metrics": dict(state_metrics)},
+                  load_extra_state=load_extra, state_filter=trainable_state)
+    state = run_phase(phase, config, run_folder, runtime, log)
+    return restorer.eval(), state
+
+
+# =========================================================================================
+# evaluation and shipping
+# =========================================================================================
+@torch.no_grad()
+def restore_gray(model: Restorer, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """Restore a (Y, X) float image with the RGB model: replicate to 3 channels, average the output."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].expand(1, 3, -1, -1).to(device)
+    return model(tensor).float().mean(dim=1)[0].cpu().numpy()
+
+
+def evaluate_set12(model: Restorer, device: torch.device, sigmas: tuple[int, ...] = (15, 25, 50)) -> dict[str, float]:
+    """Set12 PSNR per noise level (the field's protocol: float noise, np.random.seed(0) per image, unclipped input)."""
+    images = set12_images()
+    result = {}
+    for sigma in sigmas:
+        values = []
+        for _name, clean in images:
+            np.random.seed(0)
+            noisy = clean + np.random.normal(0, sigma / 255.0, clean.shape).astype(np.float32)
+            restored = np.clip(restore_gray(model, noisy, device), 0, 1)
+            values.append(10 * np.log10(1.0 / np.mean((restored.astype(np.float64) - clean) ** 2)))
+        result[f"set12_sigma{sigma}"] = float(np.mean(values))
+    return result
+
+
+def evaluate_tasks(model: Restorer, validation_tasks, config: TrainConfig, device: torch.device) -> dict[str, float]:
+    """PSNR of input and output per task on fixed held-out 128x128 crops."""
+    samples = fixed_samples(validation_tasks, 8, 128, config.seed + 3)
+    output = task_psnr(model, samples, len(validation_tasks), device)
+    identity = task_psnr(nn.Identity(), samples, len(validation_tasks), device)
+    result = {}
+    for index, task in enumerate(validation_tasks):
+        result[f"{task.name}_psnr_input"] = round(identity[index].item(), 3)
+        result[f"{task.name}_psnr_output"] = round(output[index].item(), 3)
+    return result
+
+
+def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: QualityPerceiver,
+         perceiver_metrics: dict[str, float], validation_tasks, command: str) -> dict[str, Any]:
+    """Save both models into the package's weights folder with model cards, register their sha256,
+    and copy a compact resume checkpoint into ``training/checkpoints/<config>/``."""
+    device = torch.device("cpu")
+    states = {name: load_checkpoint(run_folder / f"{name}.pt") for name in PHASES}
+    restorer_state = states["restorer"]
+    restorer, perceiver = restorer.to(device).eval(), perceiver.to(device).eval()
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.get_num_threads()} "
+               f"thread(s); load average at shipping {os.getloadavg()[0]:.1f} (a shared machine trains fewer steps per minute)")
+    data = ("BSD400 (gray), CBSD432 minus 32 held-out images, scikit-image bundled images "
+            "(" + ", ".join(SKIMAGE_IMAGES) + "), synthetic fluorescence microscopy "
+            "(training/microscopy.py); degradations synthesised on the fly with perceive_ir.degrade")
+    if config.data_source == "folders":
+        data = f"the field's folder layout under {config.data_root}"
+    common = {
+        "training_command": command,
+        "config": config.to_dict(),
+        "data": data,
+        "tasks": list(config.tasks),
+        "hardware": machine,
+        "phases": {name: {"steps": int(state["step"]), "wall_time_minutes": round(float(state["seconds"]) / 60, 1)}
+                   for name, state in states.items()},
+        "total_wall_time_minutes": round(sum(float(state["seconds"]) for state in states.values()) / 60, 1),
+    }
+    # perceiver (float16: a few MB)
+    perceiver_path = zoo.WEIGHTS_DIR / f"{zoo.DEFAULT_PERCEIVER}.safetensors"
+    card = dict(common, name=zoo.DEFAULT_PERCEIVER, kind="perceiver", stored_dtype="float16",
+                steps=int(states["perceiver"]["step"]),
+                training=("CoOp prompts (16 tokens per tier) on a compact open_clip CLIP; no pretrained CLIP is "
+                          "available offline, so the image tower and the logit scale were trained from scratch "
+                          "together with the prompts (text tower frozen at its random initialisation). Tiers: "
+                          "low = degraded crop, medium = cross-fitted medium restorer output, high = clean crop; "
+                          f"{config.perceiver_crop}x{config.perceiver_crop} synchronised crops resized to the CLIP "
+                          "input (224)." if config.clip is None else
+                          f"CoOp prompts on frozen CLIP {config.clip}"),
+                metrics={"held_out_three_tier_accuracy": {k: round(v, 4) for k, v in perceiver_metrics.items()},
+                         "held_out_data": "32 held-out CBSD432 images and held-out synthetic microscopy seeds"})
+    perceiver_sha = zoo.save_weights(perceiver, perceiver_path, card=card, dtype=torch.float16)
+    zoo.register(zoo.DEFAULT_PERCEIVER, "perceiver", perceiver_path.name, perceiver_sha,
+                 "Compact open_clip CLIP + learned tier prompts (image tower trained from scratch), trained by "
+                 "`python training/run.py --config compact`")
+    # restorer: compare float32 and float16 storage on Set12
+    metrics = evaluate_set12(restorer, device)
+    half = Restorer(restorer.config)
+    half.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in restorer.state_dict().items()})
+    half_metrics = evaluate_set12(half.eval(), device)
+    worst = max(abs(metrics[k] - half_metrics[k]) for k in metrics)
+    dtype = torch.float16 if worst < 0.01 else None
+    task_metrics = evaluate_tasks(restorer, validation_tasks, config, device)
+    restorer_path = zoo.WEIGHTS_DIR / f"{zoo.DEFAULT_RESTORER}.safetensors"
+    card = dict(common, name=zoo.DEFAULT_RESTORER, kind="restorer",
+                stored_dtype="float16" if dtype is not None else "float32",
+                float16_vs_float32_set12_max_abs_difference_db=round(worst, 4),
+                steps=int(restorer_state["step"]),
+                losses="L1 + 0.1 InfoNCE(CFE, tau 0.1) + 0.05 L_clip(frozen stage-1 perceiver) + 0.1 L_dpl",
+                perceptual_features=("VGG16 relu1_2/2_2/3_2/3_3" if config.vgg_file else
+                                     "fixed random conv pyramid (no VGG16 weights offline; see training/losses.py)"),
+                dpl_proxies="the two cross-fitted medium restorers of stage 1",
+                gray_images="replicated to 3 channels during training; the inference API averages the output channels",
+                metrics={**{k: round(v, 3) for k, v in metrics.items()},
+                         "set12_protocol": "gray Set12, noise added in float64 with np.random.seed(0) per image, unclipped "
+                                           "input, output clipped to [0, 1], whole-image inference",
+                         "held_out_task_psnr_128px_crops": task_metrics,
+                         "probe_psnr_per_task_last_measured": restorer_state.get("metrics", {}).get("probe_psnr")})
+    restorer_sha = zoo.save_weights(restorer, restorer_path, card=card, dtype=dtype)
+    zoo.register(zoo.DEFAULT_RESTORER, "restorer", restorer_path.name, restorer_sha,
+                 "Compact U-Net all-in-one restorer (CFE + SGM with the perceiver's image tower), trained on CPU by "
+                 "`python training/run.py --config compact`")
+    # a small resume checkpoint for later sessions: weights, step, config (no optimizer moments)
+    seed_folder = RESUME_CHECKPOINTS / config.name
+    seed_folder.mkdir(parents=True, exist_ok=True)
+    for name, state in states.items():
+        state.pop("optimizer", None)
+        if name == "perceiver":
+            state["models"] = {k: {n: t.half() if t.is_floating_point() else t for n, t in v.items()}
+                               for k, v in state["models"].items()}
+        save_checkpoint(seed_folder / f"{name}.pt", state)
+    print(f"shipped {restorer_path} ({restorer_sha[:12]}) and {perceiver_path} ({perceiver_sha[:12]}); "
+          f"Set12 {json.dumps({k: round(v, 2) for k, v in metrics.items()})}", flush=True)
+    return {"restorer": str(restorer_path), "perceiver": str(perceiver_path), **metrics}
+
+
+# =========================================================================================
+# main
+# =========================================================================================
+def resolve(arguments: argparse.Namespace, run_folder: Path) -> TrainConfig:
+    """The run's config: from the checkpoints when resuming or shipping, else the named experiment."""
+    overrides = _parse_overrides(arguments.override)
+    if arguments.data_root is not None:
+        overrides["data_root"] = arguments.data_root
+    if arguments.clip is not None:
+        overrides["clip"] = arguments.clip
+    if arguments.dinov2 is not None:
+        overrides["dinov2_file"] = arguments.dinov2
+    if arguments.vgg is not None:
+        overrides["vgg_file"] = arguments.vgg
+    if arguments.minutes is not None:
+        overrides["minutes"] = arguments.minutes
+    existing = [run_folder / f"{name}.pt" for name in reversed(PHASES) if (run_folder / f"{name}.pt").exists()]
+    if arguments.resume or arguments.ship:
+        if not existing:
+            raise SystemExit(f"--resume/--ship: no checkpoint in '{run_folder}' (expected one of {[p + '.pt' for p in PHASES]})")
+        stored = dict(load_checkpoint(existing[0])["config"])
+        stored.update(overrides)
+        return config_from_dict(stored)
+    if existing:
+        raise SystemExit(f"'{run_folder}' already holds checkpoints; pass --resume to continue or choose another --out")
+    try:
+        return resolve_config(arguments.config, **overrides)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+
+
+def check_paths(config: TrainConfig) -> None:
+    """Stop with a clear message when a folder or weights file named by the config is missing."""
+    if config.data_source == "folders" and not config.data_root:
+        raise SystemExit(f"config {config.name!r} reads the field's dataset layout: pass --data-root DIR")
+    if config.data_root and not Path(config.data_root).is_dir():
+        raise SystemExit(f"--data-root '{config.data_root}' is not a folder")
+    for option, value in (("--vgg", config.vgg_file), ("--dinov2", config.dinov2_file)):
+        if value and not Path(value).is_file():
+            raise SystemExit(f"{option} '{value}' is not a file")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    arguments = parse_arguments(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if arguments.threads:
+        torch.set_num_threads(arguments.threads)
+    run_folder = Path(arguments.out or REPOSITORY / "runs" / arguments.config)
+    config = resolve(arguments, run_folder)
+    check_paths(config)
+    runtime = setup_runtime(arguments.device)
+    torch.manual_seed(config.seed + runtime.rank)
+    log = TrainingLog(run_folder, enabled=runtime.main)
+    command = "python training/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if runtime.main:
+        print(f"config {config.name} on {runtime.device} (world size {runtime.world_size}) -> {run_folder}", flush=True)
+    begin = time.monotonic()
+
+    # ---- data -------------------------------------------------------------------------
+    tasks = build_tasks(config, "train")
+    validation_tasks = build_tasks(config, "validation")
+    if runtime.main:
+        print("tasks: " + ", ".join(f"{t.name} ({len(t)} train / {len(v)} held-out images)"
+                                    for t, v in zip(tasks, validation_tasks)), flush=True)
+    result: dict[str, Any] = {"run_folder": str(run_folder), "config": config.to_dict()}
+
+    # ---- stage 1: medium restorers (cross-fitted), then the quality perceiver --------------
+    if arguments.stage == 2 or arguments.ship:
+        for name in ("medium0", "medium1", "perceiver"):
+            if not (run_folder / f"{name}.pt").exists() or not load_checkpoint(run_folder / f"{name}.pt")["done"]:
+                raise SystemExit(f"stage 2 needs the finished stage-1 checkpoint '{run_folder / (name + '.pt')}'; run --stage 1 first")
+    mediums = [train_medium(fold, config, tasks, run_folder, runtime, log) for fold in (0, 1)]
+    perceiver, perceiver_metrics = train_perceiver(config, mediums, tasks, validation_tasks, run_folder, runtime, log)
+    result["perceiver_accuracy"] = perceiver_metrics
+    if arguments.stage == 1:
+        return result
+
+    # ---- stage 2: the all-in-one restorer ---------------------------------------------------
+    restorer, restorer_state = train_restorer(config, mediums, perceiver, tasks, validation_tasks, run_folder, runtime, log)
+    result["restorer_step"] = int(restorer_state["step"])
+    log.plot()
+
+    # ---- ship ---------------------------------------------------------------------------------
+    if runtime.main and (config.ship or arguments.ship):
+        result["shipped"] = ship(config, run_folder, restorer, perceiver, perceiver_metrics, validation_tasks, command)
+    if runtime.main:
+        print(f"done in {(time.monotonic() - begin) / 60:.1f} min", flush=True)
+    if runtime.distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -58,6 +58,8 @@ def _settle(app) -> None:
 
 def take(model: str, perceiver: str, out: Path, tile_size: int, device: str, size: tuple[int, int]) -> list[Path]:
     """Run both widgets on the fluorescence sample and save the two screenshots."""
+    import torchvision  # noqa: F401  # torch's stack before napari's OpenGL canvas (see check_llvm_clash)
+
     import napari
     from napari.settings import get_settings
     from qtpy.QtWidgets import QApplication

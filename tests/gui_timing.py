@@ -50,6 +50,8 @@ def tiny_restorer_file(directory: Path) -> Path:
 
 def measure(model: str, size: int, tile_size: int, tile_overlap: int, batch_size: int, device: str) -> dict:
     """Restore a ``size`` x ``size`` uint16 layer through the widget; timings in a dict."""
+    import torchvision  # noqa: F401  # torch before the OpenGL canvas (see check_llvm_clash)
+
     import napari
     from qtpy.QtCore import QElapsedTimer, QTimer
     from qtpy.QtWidgets import QApplication

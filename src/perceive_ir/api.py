@@ -43,6 +43,7 @@ import functools
 import math
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -248,20 +249,20 @@ def _get_restorer(model: str | os.PathLike | Restorer, device: torch.device) -> 
     return restorer.to(memory_format=torch.channels_last)
 
 
-_COMPILED: dict[int, Restorer] = {}
+#: compiled twins, dropped with their source model (an id() key could be reused after GC)
+_COMPILED: "weakref.WeakKeyDictionary[Restorer, Restorer]" = weakref.WeakKeyDictionary()
 
 
 def _compiled(restorer: Restorer) -> Restorer:
     """A copy of ``restorer`` whose backbone runs through ``torch.compile`` (cached per model)."""
     import copy
 
-    key = id(restorer)
-    if key not in _COMPILED:
+    if restorer not in _COMPILED:
         twin = copy.deepcopy(restorer)
         twin.backbone = torch.compile(twin.backbone, dynamic=False)
         twin.backbone.multiple = restorer.backbone.multiple
-        _COMPILED[key] = twin
-    return _COMPILED[key]
+        _COMPILED[restorer] = twin
+    return _COMPILED[restorer]
 
 
 def _get_perceiver(model: str | os.PathLike | QualityPerceiver, device: torch.device) -> QualityPerceiver:
@@ -495,9 +496,6 @@ class _RestoreJob:
         with _autocast(self.device):
             output = self.model(batch, condition)
         return output, channels
-
-    def total_tiles(self) -> int:
-        return len(self.grid()) * len(self.layout.planes())
 
     def grid(self) -> TileGrid:
         return TileGrid(self.layout.height, self.layout.width, self.tile_size, self.tile_overlap,

@@ -1,8 +1,8 @@
 """Write the sample images of perceive-ir as compressed TIFFs (deterministic).
 
-The images come from :mod:`perceive_ir.napari._sample_data`, the same code that the napari
-plugin's File > Open Sample entries call, so the files here and the plugin's samples are
-identical. Run from the repository root::
+The images come from :mod:`perceive_ir.synthetic`, the same code that the napari plugin's
+File > Open Sample entries call (and that makes the training data's microscopy images), so
+the files here and the plugin's samples are identical. Run from the repository root::
 
     python sample_data/make_samples.py           # (re)write the TIFFs next to this script
     python sample_data/make_samples.py --check   # verify the files match the generator
@@ -10,8 +10,8 @@ identical. Run from the repository root::
 Files (YX uint16 fluorescence, YXC uint8 RGB; zlib-compressed TIFF):
 
 - ``fluorescence_degraded.tif`` / ``fluorescence_clean.tif``: synthetic fluorescence
-  phantom (cells, nuclei, filaments, punctae) with Gaussian PSF blur and Poisson-Gaussian
-  noise, and its clean reference;
+  image (cells, nuclei, filaments, punctae) with out-of-focus Gaussian blur and
+  Poisson-Gaussian noise, and its clean reference;
 - ``astronaut_hazy.tif`` / ``astronaut_clean.tif``: ``skimage.data.astronaut()`` (public
   domain) under synthetic haze, and the original.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from perceive_ir.napari._sample_data import SAMPLE_SEED, make_fluorescence_pair, make_hazy_astronaut_pair
+from perceive_ir.synthetic import SAMPLE_SEED, make_fluorescence_pair, make_hazy_astronaut_pair
 
 HERE = Path(__file__).resolve().parent
 

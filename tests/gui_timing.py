@@ -13,10 +13,13 @@ Prints one JSON line: size, tile settings, device, total seconds, tiles, the lon
 the 99th-percentile tick gap (ms), and the number of ticks.
 
 ``--torch-threads`` (default 1) sets ``OMP_NUM_THREADS`` before torch is imported (0: torch's
-default). Under Xvfb (Mesa software OpenGL) napari crashed intermittently in
-``glDrawArrays`` when drawing right after the 2048x2048 result was added while torch had
-several OpenMP threads (about 1 run in 3 here: torch 2.14, Mesa 22.3, PyQt5); with one
-thread 10 runs in a row passed. On a machine with a GPU display, use more threads.
+default).
+
+Under Xvfb with Mesa 22.3 (llvmpipe), napari 0.9.2 / vispy 0.17 segfault in
+``glDrawArrays`` when a large image layer is added after other image layers were added and
+removed; ``tests/gui_mesa_repro.py`` reproduces it with napari alone (no perceive-ir, no
+torch). An earlier version of this script warmed up by restoring a small layer and removing
+it, and crashed in about one run in three; the warm-up now restores without layers.
 """
 
 from __future__ import annotations
@@ -71,14 +74,14 @@ def measure(model: str, size: int, tile_size: int, tile_overlap: int, batch_size
     widget.batch_size.value = batch_size
     app = QApplication.instance()
 
-    # warm-up: load the model and let torch initialise (not timed)
-    widget.start(viewer.add_image(data[:256, :256], name="warm-up"))
-    while widget.running:
-        app.processEvents()
-        time.sleep(0.005)
-    viewer.layers.remove("warm-up")
-    if "warm-up restored" in viewer.layers:
-        viewer.layers.remove("warm-up restored")
+    # warm-up (not timed): load the model into the widget's cache and let torch initialise,
+    # without adding and removing layers (that sequence crashes Mesa under Xvfb, see the docstring)
+    from perceive_ir import api
+    from perceive_ir.napari._widget import MODEL_CACHE
+
+    warm = MODEL_CACHE.get("restorer", widget.model.model, api.resolve_device(device))
+    api.restore(data[:256, :256], model=warm, tile_size=tile_size, tile_overlap=tile_overlap, batch_size=batch_size,
+                device=device)
 
     gaps: list[float] = []
     clock = QElapsedTimer()

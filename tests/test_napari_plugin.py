@@ -461,17 +461,18 @@ def test_sample_data_loads(make_napari_viewer, key, names):
 
 
 def test_sample_generation_is_deterministic_and_matches_the_shipped_files():
+    # the generator is perceive_ir.synthetic (tests/test_synthetic.py tests it in depth)
     tifffile = pytest.importorskip("tifffile")
-    from perceive_ir.napari import _sample_data
+    from perceive_ir import synthetic
 
     start = time.perf_counter()
-    degraded, clean = _sample_data.make_fluorescence_pair()
-    hazy, astronaut = _sample_data.make_hazy_astronaut_pair()
+    degraded, clean = synthetic.make_fluorescence_pair()
+    hazy, astronaut = synthetic.make_hazy_astronaut_pair()
     elapsed = time.perf_counter() - start
     assert elapsed < 5.0  # < 1 s on an idle machine
     assert degraded.dtype == np.uint16 and degraded.shape == (512, 512)
     assert hazy.dtype == np.uint8 and hazy.shape == (512, 512, 3)
-    np.testing.assert_array_equal(_sample_data.make_fluorescence_pair()[0], degraded)
+    np.testing.assert_array_equal(synthetic.make_fluorescence_pair()[0], degraded)
     files = {"fluorescence_degraded.tif": degraded, "fluorescence_clean.tif": clean,
              "astronaut_hazy.tif": hazy, "astronaut_clean.tif": astronaut}
     for name, expected in files.items():

@@ -22,8 +22,8 @@ import configs  # noqa: E402
 import data  # noqa: E402
 import losses  # noqa: E402
 import run  # noqa: E402
-from microscopy import degrade_fluorescence, synth_fluorescence  # noqa: E402
 
+from perceive_ir import synthetic  # noqa: E402
 from perceive_ir.models import tiny_clip_config  # noqa: E402
 
 HAVE_DATASETS = (data.DATASETS_DIR / "bsd400").is_dir() and (data.DATASETS_DIR / "cbsd432").is_dir()
@@ -57,15 +57,17 @@ def test_configs_resolve_and_reject_unknown_names():
         configs.resolve_config("smoke", bogus=1)
 
 
-def test_synth_fluorescence_is_clean_and_reproducible():
-    first = synth_fluorescence((64, 80), rng=3)
-    assert first.shape == (64, 80) and first.dtype == np.float32
-    assert 0.0 <= first.min() and first.max() <= 1.0 and first.max() > 0.5
-    np.testing.assert_array_equal(first, synth_fluorescence((64, 80), rng=3))
-    noisy = degrade_fluorescence(first, rng=0, blur_sigma=1.0, photons=20.0, read_noise=1.0)
-    assert noisy.shape == first.shape and abs(float(noisy.mean() - first.mean())) < 0.02
-    with pytest.raises(ValueError, match="shape"):
-        synth_fluorescence((4, 64), rng=0)
+def test_microscopy_task_uses_the_package_generator():
+    # the training data draw from perceive_ir.synthetic (shared with the napari samples)
+    assert data.synth_fluorescence is synthetic.synth_fluorescence
+    assert data.degrade_fluorescence is synthetic.degrade_fluorescence
+    task = data.MicroscopyTask("microscopy", count=4, seed=5)
+    degraded, clean = task.region(2, 48, np.random.default_rng(0))
+    expected_clean = synthetic.synth_fluorescence((48, 48), rng=np.random.default_rng([5, 2]))
+    expected_degraded = synthetic.degrade_fluorescence(expected_clean, rng=np.random.default_rng(0))
+    assert clean.shape == degraded.shape == (48, 48, 3)
+    np.testing.assert_array_equal(clean[..., 0], expected_clean)
+    np.testing.assert_array_equal(degraded[..., 1], expected_degraded)
 
 
 def test_info_nce_prefers_matching_crops():
@@ -228,3 +230,51 @@ def test_paper_layout_reports_missing_folders(tmp_path):
         data.build_tasks(configs.resolve_config("paper-3task", data_root=str(tmp_path)))
     with pytest.raises(SystemExit, match="--data-root"):
         run.main(["--config", "paper-3task", "--out", str(tmp_path / "run")])
+
+
+# -- ablation --------------------------------------------------------------------------------
+@needs_datasets
+def test_ablation_trains_each_variant_on_the_same_stage1_and_prints_a_table(smoke_run, tmp_path, capsys):
+    import ablate
+
+    folder, _ = smoke_run
+    out = tmp_path / "ablation"
+    results = ablate.main(["--stage1", str(folder), "--minutes", "5", "--out", str(out), "--variants", "full", "plain"])
+    assert list(results) == ["full", "plain"]
+    for name, values in results.items():
+        state = run.load_checkpoint(out / name / "restorer.pt")
+        assert state["done"] and state["config"]["clock"] == "process" and values["steps"] == state["step"] == 8
+        assert np.isfinite(values["set12_sigma25"])
+        for stage1 in ablate.STAGE1:  # the same stage 1 for every variant
+            assert run.load_checkpoint(out / name / stage1)["step"] == run.load_checkpoint(folder / stage1)["step"]
+    full = run.load_checkpoint(out / "full" / "restorer.pt")["config"]
+    plain = run.load_checkpoint(out / "plain" / "restorer.pt")["config"]
+    assert (full["cfe"], full["sgm"], full["clip_weight"] > 0) == (True, True, True)
+    assert (plain["cfe"], plain["sgm"], plain["clip_weight"], plain["dpl_weight"]) == (False, False, 0.0, 0.0)
+    assert not any(key.startswith(("cfe.", "sgm.")) for key in plain_state_keys(out / "plain"))
+    table = capsys.readouterr().out
+    assert "| full |" in table and "| plain |" in table and json.loads((out / "ablation.json").read_text())["minutes"] == 5
+    # a finished variant is not retrained
+    before = (out / "full" / "restorer.pt").stat().st_mtime_ns
+    ablate.main(["--stage1", str(folder), "--minutes", "5", "--out", str(out), "--variants", "full"])
+    assert (out / "full" / "restorer.pt").stat().st_mtime_ns == before
+
+
+def plain_state_keys(folder: Path) -> list[str]:
+    return list(run.load_checkpoint(folder / "restorer.pt")["models"]["model"])
+
+
+@needs_datasets
+def test_load_run_rebuilds_every_model(smoke_run):
+    folder, _ = smoke_run
+    config, mediums, perceiver, restorer = run.load_run(folder)
+    assert config.name == "smoke" and len(mediums) == 2 and restorer is not None
+    x = torch.rand(1, 3, 32, 32)
+    assert restorer(x).shape == x.shape and perceiver.probabilities(x).shape == (1, 3)
+    assert not any(p.requires_grad for p in restorer.parameters())
+
+
+def test_process_clock_is_validated():
+    assert configs.resolve_config("smoke", clock="process").clock == "process"
+    with pytest.raises(ValueError, match="clock"):
+        configs.resolve_config("smoke", clock="gpu")

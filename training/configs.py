@@ -113,6 +113,9 @@ class TrainConfig:
         bf16 autocast on CUDA.
     num_workers : int
         DataLoader workers.
+    clock : str
+        What the ``minutes`` budgets count: ``"wall"`` time, or ``"process"`` CPU time (so
+        that runs sharing a machine get equal budgets; used by ``training/ablate.py``).
     checkpoint_minutes : float
         Checkpoint at least this often.
     log_every : int
@@ -185,6 +188,7 @@ class TrainConfig:
     # runtime
     amp: bool = True
     num_workers: int = 0
+    clock: str = "wall"
     checkpoint_minutes: float = 3.0
     log_every: int = 25
     seed: int = 0
@@ -200,6 +204,8 @@ class TrainConfig:
             raise ValueError(f"region_size must be >= crop_size, got {self.region_size} vs {self.crop_size}")
         if self.data_source not in ("builtin", "folders"):
             raise ValueError(f"data_source must be 'builtin' or 'folders', got {self.data_source!r}")
+        if self.clock not in ("wall", "process"):
+            raise ValueError(f"clock must be 'wall' or 'process', got {self.clock!r}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (InfoNCE needs negatives), got {self.batch_size}")
 

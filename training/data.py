@@ -5,8 +5,9 @@ regions from image ``i``:
 
 - :class:`SynthesizedTask`: clean images in memory (uint8), degraded on the fly with
   :mod:`perceive_ir.degrade` (noise, rain, haze, motion blur, low light);
-- :class:`MicroscopyTask`: synthetic fluorescence images (``microscopy.py``), image ``i``
-  drawn from seed ``(seed, i)``, degraded by PSF blur and Poisson-Gaussian noise;
+- :class:`MicroscopyTask`: synthetic fluorescence images (:mod:`perceive_ir.synthetic`),
+  image ``i`` drawn from seed ``(seed, i)``, degraded by PSF blur and Poisson-Gaussian
+  noise;
 - :class:`PairedTask`: (degraded, clean) file pairs of the field's folder layout, read
   from disk when needed;
 - :class:`NoisyFolderTask`: clean files (``Train/Denoise``) with Gaussian noise added.
@@ -43,8 +44,7 @@ import torch
 from torch.utils.data import Dataset
 
 from perceive_ir.degrade import add_gaussian_noise, degrade
-
-from microscopy import degrade_fluorescence, synth_fluorescence
+from perceive_ir.synthetic import degrade_fluorescence, synth_fluorescence
 
 __all__ = [
     "DATASETS_DIR",

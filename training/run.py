@@ -215,6 +215,35 @@ def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], optiona
         raise RuntimeError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
+def load_run(run_folder: Path, device: torch.device | str = "cpu") -> tuple[TrainConfig, list[Restorer], QualityPerceiver, Restorer | None]:
+    """The models of a run folder, rebuilt from its checkpoints: (config, mediums, perceiver, restorer).
+
+    The restorer is None when stage 2 has not started; every model is in eval mode.
+    """
+    run_folder = Path(run_folder)
+    for name in ("medium0", "medium1", "perceiver"):
+        if not (run_folder / f"{name}.pt").exists():
+            raise FileNotFoundError(f"'{run_folder}' has no {name}.pt: stage 1 has not been run there")
+    latest = "restorer" if (run_folder / "restorer.pt").exists() else "perceiver"
+    config = config_from_dict(dict(load_checkpoint(run_folder / f"{latest}.pt")["config"]))
+    mediums = []
+    for fold in (0, 1):
+        medium = Restorer(medium_config(config))
+        load_module_state(medium, load_checkpoint(run_folder / f"medium{fold}.pt")["models"]["model"])
+        mediums.append(medium.to(device).eval().requires_grad_(False))
+    perceiver = build_perceiver(config, pretrained=False)
+    load_module_state(perceiver, {k: v.float() if v.is_floating_point() else v
+                                  for k, v in load_checkpoint(run_folder / "perceiver.pt")["models"]["model"].items()})
+    perceiver = perceiver.to(device).lock()
+    restorer = None
+    if latest == "restorer":
+        restorer = build_restorer(config, perceiver)
+        load_module_state(restorer, load_checkpoint(run_folder / "restorer.pt")["models"]["model"],
+                          optional_prefixes=("semantic.",))
+        restorer = restorer.to(device).eval().requires_grad_(False)
+    return config, mediums, perceiver, restorer
+
+
 class TrainingLog:
     """Append rows to ``log.csv`` and redraw ``log.png`` (one panel per phase)."""
 
@@ -431,11 +460,13 @@ def run_phase(phase: Phase, config: TrainConfig, run_folder: Path, runtime: Runt
     """
     path = run_folder / f"{phase.name}.pt"
     step, seconds, epoch, done = 0, 0.0, 0, False
+    resumed_at = 0  # the warm-up restarts on resume (the schedule may jump when a budget grows)
     if path.exists():
         state = load_checkpoint(path)
         for name, module in phase.modules.items():
             load_module_state(module, state["models"][name], optional_prefixes=("semantic.",))
         step, seconds, epoch = int(state["step"]), float(state["seconds"]), int(state["epoch"]) + 1
+        resumed_at = step
         # finished means "the current budget is spent": a larger --minutes or steps continues a finished phase
         done = progress_of(step, seconds, phase) >= 1.0
         if "optimizer" in state and not done:
@@ -473,7 +504,9 @@ def run_phase(phase: Phase, config: TrainConfig, run_folder: Path, runtime: Runt
     window: dict[str, list[float]] = {}
     extra: dict[str, float] = phase.hook(step) if phase.hook else {}
     stream = batches(phase.loader, epoch)
-    started = time.monotonic() - seconds
+    # the budget clock: wall time, or this process's CPU time (fair budgets on a shared machine)
+    clock = time.process_time if config.clock == "process" else time.monotonic
+    started = clock() - seconds
     while not finished(progress(), runtime):
         batch_epoch, batch = next(stream)
         if batch_epoch != epoch:
@@ -481,14 +514,14 @@ def run_phase(phase: Phase, config: TrainConfig, run_folder: Path, runtime: Runt
             if phase.hook and phase.hook_every == 0:
                 extra.update(phase.hook(step))
         for group, base in zip(phase.optimizer.param_groups, base_rates):
-            group["lr"] = learning_rate(base, config.min_lr, progress(), step, config.warmup_steps)
+            group["lr"] = learning_rate(base, config.min_lr, progress(), step - resumed_at, config.warmup_steps)
         terms = phase.step_function(batch)
         for key, value in terms.items():
             if not math.isfinite(value):
                 raise FloatingPointError(f"[{phase.name}] loss term {key} is {value} at step {step}")
             window.setdefault(key, []).append(value)
         step += 1
-        seconds = time.monotonic() - started
+        seconds = clock() - started
         if phase.hook and phase.hook_every and step % phase.hook_every == 0:
             extra.update(phase.hook(step))
         if step % config.log_every == 0 or progress() >= 1.0:
@@ -762,7 +795,7 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
                f"thread(s); load average at shipping {os.getloadavg()[0]:.1f} (a shared machine trains fewer steps per minute)")
     data = ("BSD400 (gray), CBSD432 minus 32 held-out images, scikit-image bundled images "
             "(" + ", ".join(SKIMAGE_IMAGES) + "), synthetic fluorescence microscopy "
-            "(training/microscopy.py); degradations synthesised on the fly with perceive_ir.degrade")
+            "(perceive_ir.synthetic); degradations synthesised on the fly with perceive_ir.degrade")
     if config.data_source == "folders":
         data = f"the field's folder layout under {config.data_root}"
     common = {

@@ -92,6 +92,10 @@ class CompactUNet(nn.Module):
         self.up1 = nn.Sequential(nn.Conv2d(w2, 4 * w1, 1), nn.PixelShuffle(2))
         self.decoder1 = _stage(w1, decoder_blocks[1])
         self.tail = nn.Sequential(nn.Conv2d(w1, 4 * in_channels, 3, padding=1), nn.PixelShuffle(2))
+        # the residual is zero at initialisation: an untrained network is the identity,
+        # so training starts from the input's quality instead of below it
+        nn.init.zeros_(self.tail[0].weight)
+        nn.init.zeros_(self.tail[0].bias)
         self.guidance_channels: tuple[int, ...] = (w3, w2, w1)
 
     def forward(self, x: torch.Tensor, modulate: Modulator | None = None) -> torch.Tensor:

@@ -7,7 +7,8 @@ on first use; this module imports nothing heavy (no napari, Qt or torch), so tha
 - :mod:`._widget`: :class:`RestoreWidget` and :class:`QualityWidget` (Qt, napari);
 - :mod:`._layers`: pure helpers (axes of a layer, heatmap transforms and colours, summary
   text, field of view) tested without a viewer;
-- :mod:`._sample_data`: deterministic sample images (fluorescence phantom, hazy photo).
+- :mod:`._sample_data`: deterministic sample images (synthetic fluorescence, hazy photo),
+  made by :mod:`perceive_ir.synthetic`.
 """
 
 from __future__ import annotations

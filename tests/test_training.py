@@ -165,6 +165,24 @@ def test_ship_writes_registered_weights_with_model_cards(smoke_run, tmp_path, mo
         torch.rand(2, 3, 32, 32)).shape == (2, 3)
     seed = run.load_checkpoint(tmp_path / "checkpoints" / "smoke" / "restorer.pt")
     assert seed["step"] == 8 and "optimizer" not in seed and result["shipped"]["restorer"] == str(restorer_file)
+    # named versions, and a perceiver trained in another run folder
+    other = tmp_path / "longer-perceiver"
+    other.mkdir()
+    for phase in ("medium0", "medium1", "perceiver"):
+        state = run.load_checkpoint(folder / f"{phase}.pt")
+        if phase == "perceiver":
+            state["step"] = 99
+        run.save_checkpoint(other / f"{phase}.pt", state)
+    run.main(["--out", str(folder), "--ship", "--restorer-name", "smoke-restorer.v9", "--perceiver-name",
+              "smoke-perceiver.v9", "--perceiver-from", str(other)])
+    table = json.loads((tmp_path / "weights" / "zoo.json").read_text())
+    assert {"smoke-restorer.v9", "smoke-perceiver.v9", zoo.DEFAULT_RESTORER} <= set(table)
+    card = json.loads((tmp_path / "weights" / "smoke-perceiver.v9.json").read_text())
+    assert card["steps"] == 99 and card["trained_in"] == str(other)
+    restorer_card = json.loads((tmp_path / "weights" / "smoke-restorer.v9.json").read_text())
+    assert "(6 steps)" in restorer_card["perceiver_in_training"]
+    with pytest.raises(SystemExit, match="--perceiver-from"):
+        run.main(["--out", str(folder), "--resume", "--perceiver-from", str(other)])
 
 
 # -- the paper's data layout --------------------------------------------------------------

@@ -89,6 +89,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock budget of stage 2 (overrides the config)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--ship", action="store_true", help="only ship the finished models of --out into the package")
+    parser.add_argument("--restorer-name", default=None, help="zoo name of the shipped restorer (default: zoo.DEFAULT_RESTORER)")
+    parser.add_argument("--perceiver-name", default=None, help="zoo name of the shipped perceiver (default: zoo.DEFAULT_PERCEIVER)")
+    parser.add_argument("--perceiver-from", default=None, metavar="FOLDER",
+                        help="with --ship: ship the (longer trained) perceiver of this run folder instead of --out's; "
+                             "the restorer keeps the semantic tower it was trained with")
     parser.add_argument("--override", action="append", default=[], metavar="FIELD=JSON",
                         help="override a config field, e.g. --override batch_size=4 (repeatable)")
     return parser.parse_args(argv)
@@ -717,16 +722,20 @@ def train_restorer(config: TrainConfig, mediums: list[Restorer], perceiver: Qual
         clean = batch["clean"].to(device, non_blocking=True)
         key = batch["key"].to(device, non_blocking=True)
         task = batch["task"].to(device)
-        with torch.no_grad():
-            proxies = [m(degraded).float().clamp(0, 1) for m in mediums]
-        proxy_weights = (task_mask * beta).to(device)[:, task].t()
+        # a term with weight 0 is not computed at all (ablations at equal time budget get the saved time)
+        if config.dpl_weight > 0:
+            with torch.no_grad():
+                proxies = [m(degraded).float().clamp(0, 1) for m in mediums]
+            proxy_weights = (task_mask * beta).to(device)[:, task].t()
         with autocast(runtime):
             restored, query, positive = trained(degraded, key)
             restored = restored.float()
+            zero = restored.new_zeros(())
             l1 = F.l1_loss(restored, clean)
-            nce = info_nce(query.float(), positive.float(), task, config.temperature) if query is not None else restored.new_zeros(())
-            quality = clip_quality_loss(perceiver, restored)
-            dpl = difficulty_adaptive_perceptual_loss(features, restored, clean, degraded, proxies, proxy_weights)
+            nce = info_nce(query.float(), positive.float(), task, config.temperature) if query is not None else zero
+            quality = clip_quality_loss(perceiver, restored) if config.clip_weight > 0 else zero
+            dpl = (difficulty_adaptive_perceptual_loss(features, restored, clean, degraded, proxies, proxy_weights)
+                   if config.dpl_weight > 0 else zero)
         loss = config.l1_weight * l1 + config.info_nce_weight * nce + config.clip_weight * quality + config.dpl_weight * dpl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -784,11 +793,21 @@ def evaluate_tasks(model: Restorer, validation_tasks, config: TrainConfig, devic
 
 
 def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: QualityPerceiver,
-         perceiver_metrics: dict[str, float], validation_tasks, command: str) -> dict[str, Any]:
+         perceiver_metrics: dict[str, float], validation_tasks, command: str, restorer_name: str | None = None,
+         perceiver_name: str | None = None, perceiver_folder: Path | None = None) -> dict[str, Any]:
     """Save both models into the package's weights folder with model cards, register their sha256,
-    and copy a compact resume checkpoint into ``training/checkpoints/<config>/``."""
+    and copy a compact resume checkpoint into ``training/checkpoints/<config>/``.
+
+    ``perceiver_folder`` (default ``run_folder``) is where the shipped perceiver was trained:
+    a perceiver trained on longer than the run's own stage 1 can ship with its restorer,
+    whose semantic tower (a frozen copy of the run's own perceiver) is stored with it.
+    """
     device = torch.device("cpu")
+    restorer_name = restorer_name or zoo.DEFAULT_RESTORER
+    perceiver_name = perceiver_name or zoo.DEFAULT_PERCEIVER
+    perceiver_folder = Path(perceiver_folder or run_folder)
     states = {name: load_checkpoint(run_folder / f"{name}.pt") for name in PHASES}
+    shipped_perceiver_state = load_checkpoint(perceiver_folder / "perceiver.pt")
     restorer_state = states["restorer"]
     restorer, perceiver = restorer.to(device).eval(), perceiver.to(device).eval()
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.get_num_threads()} "
@@ -809,9 +828,11 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
         "total_wall_time_minutes": round(sum(float(state["seconds"]) for state in states.values()) / 60, 1),
     }
     # perceiver (float16: a few MB)
-    perceiver_path = zoo.WEIGHTS_DIR / f"{zoo.DEFAULT_PERCEIVER}.safetensors"
-    card = dict(common, name=zoo.DEFAULT_PERCEIVER, kind="perceiver", stored_dtype="float16",
-                steps=int(states["perceiver"]["step"]),
+    perceiver_path = zoo.WEIGHTS_DIR / f"{perceiver_name}.safetensors"
+    card = dict(common, name=perceiver_name, kind="perceiver", stored_dtype="float16",
+                steps=int(shipped_perceiver_state["step"]),
+                wall_time_minutes=round(float(shipped_perceiver_state["seconds"]) / 60, 1),
+                trained_in=str(perceiver_folder),
                 training=("CoOp prompts (16 tokens per tier) on a compact open_clip CLIP; no pretrained CLIP is "
                           "available offline, so the image tower and the logit scale were trained from scratch "
                           "together with the prompts (text tower frozen at its random initialisation). Tiers: "
@@ -822,7 +843,7 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
                 metrics={"held_out_three_tier_accuracy": {k: round(v, 4) for k, v in perceiver_metrics.items()},
                          "held_out_data": "32 held-out CBSD432 images and held-out synthetic microscopy seeds"})
     perceiver_sha = zoo.save_weights(perceiver, perceiver_path, card=card, dtype=torch.float16)
-    zoo.register(zoo.DEFAULT_PERCEIVER, "perceiver", perceiver_path.name, perceiver_sha,
+    zoo.register(perceiver_name, "perceiver", perceiver_path.name, perceiver_sha,
                  "Compact open_clip CLIP + learned tier prompts (image tower trained from scratch), trained by "
                  "`python training/run.py --config compact`")
     # restorer: compare float32 and float16 storage on Set12
@@ -833,8 +854,8 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
     worst = max(abs(metrics[k] - half_metrics[k]) for k in metrics)
     dtype = torch.float16 if worst < 0.01 else None
     task_metrics = evaluate_tasks(restorer, validation_tasks, config, device)
-    restorer_path = zoo.WEIGHTS_DIR / f"{zoo.DEFAULT_RESTORER}.safetensors"
-    card = dict(common, name=zoo.DEFAULT_RESTORER, kind="restorer",
+    restorer_path = zoo.WEIGHTS_DIR / f"{restorer_name}.safetensors"
+    card = dict(common, name=restorer_name, kind="restorer",
                 stored_dtype="float16" if dtype is not None else "float32",
                 float16_vs_float32_set12_max_abs_difference_db=round(worst, 4),
                 steps=int(restorer_state["step"]),
@@ -842,6 +863,8 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
                 perceptual_features=("VGG16 relu1_2/2_2/3_2/3_3" if config.vgg_file else
                                      "fixed random conv pyramid (no VGG16 weights offline; see training/losses.py)"),
                 dpl_proxies="the two cross-fitted medium restorers of stage 1",
+                perceiver_in_training=(f"the run's own stage-1 perceiver ({int(states['perceiver']['step'])} steps) gave "
+                                       "L_clip and the frozen semantic tower (stored in this file)"),
                 gray_images="replicated to 3 channels during training; the inference API averages the output channels",
                 metrics={**{k: round(v, 3) for k, v in metrics.items()},
                          "set12_protocol": "gray Set12, noise added in float64 with np.random.seed(0) per image, unclipped "
@@ -849,7 +872,7 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
                          "held_out_task_psnr_128px_crops": task_metrics,
                          "probe_psnr_per_task_last_measured": restorer_state.get("metrics", {}).get("probe_psnr")})
     restorer_sha = zoo.save_weights(restorer, restorer_path, card=card, dtype=dtype)
-    zoo.register(zoo.DEFAULT_RESTORER, "restorer", restorer_path.name, restorer_sha,
+    zoo.register(restorer_name, "restorer", restorer_path.name, restorer_sha,
                  "Compact U-Net all-in-one restorer (CFE + SGM with the perceiver's image tower), trained on CPU by "
                  "`python training/run.py --config compact`")
     # a small resume checkpoint for later sessions: weights, step, config (no optimizer moments)
@@ -910,6 +933,8 @@ def check_paths(config: TrainConfig) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     arguments = parse_arguments(argv)
+    if arguments.perceiver_from and not arguments.ship:
+        raise SystemExit("--perceiver-from is used with --ship")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
@@ -950,7 +975,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ---- ship ---------------------------------------------------------------------------------
     if runtime.main and (config.ship or arguments.ship):
-        result["shipped"] = ship(config, run_folder, restorer, perceiver, perceiver_metrics, validation_tasks, command)
+        shipped_perceiver, shipped_metrics = perceiver, perceiver_metrics
+        if arguments.perceiver_from:
+            _c, _m, shipped_perceiver, _r = load_run(Path(arguments.perceiver_from))
+            shipped_metrics = dict(load_checkpoint(Path(arguments.perceiver_from) / "perceiver.pt")["metrics"])
+        result["shipped"] = ship(config, run_folder, restorer, shipped_perceiver, shipped_metrics, validation_tasks, command,
+                                 restorer_name=arguments.restorer_name, perceiver_name=arguments.perceiver_name,
+                                 perceiver_folder=arguments.perceiver_from)
     if runtime.main:
         print(f"done in {(time.monotonic() - begin) / 60:.1f} min", flush=True)
     if runtime.distributed:

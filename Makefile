@@ -29,7 +29,7 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 demo: $(VENV)/.installed
 	mkdir -p $(DEMO_OUT)
 	$(BIN)/perceive-ir restore $(DEMO_IN) $(DEMO_OUT)/fluorescence_restored.tif \
-		--report $(DEMO_OUT)/fluorescence_quality.json --overwrite
+		--report $(DEMO_OUT)/fluorescence_quality.json --reference sample_data/fluorescence_clean.tif --overwrite
 
 # Debian packages that napari's Qt tests need under a virtual screen (root on CI).
 gui-deps:

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-BUNDLED = "compact-allinone.v1"
+from perceive_ir.zoo import DEFAULT_RESTORER as BUNDLED
 
-#: Architecture of the bundled default restorer (``compact-allinone.v1``); used with random
+#: Architecture of the bundled default restorer (``zoo.DEFAULT_RESTORER``); used with random
 #: weights until the trained file ships (speed and memory do not depend on weight values).
 DEFAULT_ARCH = dict(
     in_channels=3,

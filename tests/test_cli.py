@@ -38,6 +38,30 @@ def test_restore_writes_result_and_report(tmp_path, noisy_tif, restorer_file, pe
     assert "restored" in captured.out and "tile" in captured.err  # tqdm bar on stderr
 
 
+def test_reference_adds_psnr_of_input_and_result(tmp_path, noisy_tif, restorer_file, perceiver_file, capsys) -> None:
+    from perceive_ir.cli import reference_psnr
+
+    clean = tmp_path / "clean.tif"
+    noisy = tifffile.imread(noisy_tif).astype(np.float64)
+    reference = (noisy + 300 * np.random.default_rng(1).standard_normal(noisy.shape)).clip(0, 65535).astype(np.uint16)
+    tifffile.imwrite(clean, reference)
+    out, report = tmp_path / "restored.tif", tmp_path / "report.json"
+    assert main(["restore", str(noisy_tif), str(out), "--model", restorer_file, "--device", "cpu", "--quiet",
+                 "--report", str(report), "--perceiver", perceiver_file, "--reference", str(clean)]) == 0
+    measured = json.loads(report.read_text())["reference"]
+    peak = float(reference.max()) - float(reference.min())
+    expected = 10 * np.log10(peak ** 2 / np.mean((noisy - reference) ** 2))
+    assert measured["psnr_input_db"] == pytest.approx(expected, abs=1e-3) and np.isfinite(measured["psnr_output_db"])
+    assert "PSNR vs" in capsys.readouterr().out
+    # a reference of another shape, or without --report, is a clear error before any work
+    tifffile.imwrite(tmp_path / "small.tif", reference[:10])
+    with pytest.raises(ValueError, match="shape"):
+        reference_psnr(str(noisy_tif), str(out), str(tmp_path / "small.tif"))
+    assert main(["restore", str(noisy_tif), str(tmp_path / "x.tif"), "--model", restorer_file, "--quiet",
+                 "--reference", str(clean)]) == 1
+    assert "--reference needs --report" in capsys.readouterr().err and not (tmp_path / "x.tif").exists()
+
+
 def test_existing_output_is_refused_then_overwritten(tmp_path, noisy_tif, restorer_file, capsys) -> None:
     out = tmp_path / "restored.tif"
     out.write_bytes(b"keep me")
@@ -98,7 +122,9 @@ def test_models_lists_the_zoo(capsys) -> None:
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     names = {row["name"] for row in rows}
-    assert {"compact-allinone.v1", "tiny-clip-perceiver.v1"} <= names
+    from perceive_ir import zoo
+
+    assert {zoo.DEFAULT_RESTORER, zoo.DEFAULT_PERCEIVER} <= names
 
 
 def test_console_script_runs(tmp_path) -> None:
@@ -107,4 +133,6 @@ def test_console_script_runs(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-m", "perceive_ir.cli", "models"], capture_output=True, text=True,
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "compact-allinone.v1" in done.stdout
+    from perceive_ir import zoo
+
+    assert zoo.DEFAULT_RESTORER in done.stdout

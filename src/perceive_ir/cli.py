@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--report", default=None,
                          help="also write the quality report (JSON) of input and result to this file")
     restore.add_argument("--perceiver", default="default", help="perceiver for --report")
+    restore.add_argument("--reference", default=None,
+                         help="clean reference image of the same shape: add PSNR of input and result to --report")
 
     perceive = sub.add_parser("perceive", parents=[common], help="per-tile quality tiers of an image")
     perceive.add_argument("input", help="input image")
@@ -110,6 +112,31 @@ def _write_json(path: str, payload: dict, overwrite: bool) -> None:
         Path(temporary).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
+def reference_psnr(input_path: str, output_path: str, reference_path: str) -> dict[str, float]:
+    """PSNR (dB) of the input and of the result against a clean reference, read lazily.
+
+    The data range is the reference's max - min (so uint16 camera counts and [0, 1]
+    floats are both judged on their own scale).
+    """
+    import dask.array as da
+    import numpy as np
+
+    from .io import read_dask
+
+    reference = read_dask(reference_path)[0].astype("float64")
+    values = {}
+    for key, path in (("input", input_path), ("output", output_path)):
+        image = read_dask(path)[0]
+        if image.shape != reference.shape:
+            raise ValueError(f"reference '{reference_path}' has shape {reference.shape} but {key} '{path}' has "
+                             f"shape {image.shape}; they must match")
+        values[key] = da.mean((image.astype("float64") - reference) ** 2)
+    low, high, mse_in, mse_out = da.compute(reference.min(), reference.max(), values["input"], values["output"])
+    peak = float(high - low) or 1.0
+    psnr = lambda mse: float(10 * np.log10(peak ** 2 / mse)) if mse > 0 else float("inf")  # noqa: E731
+    return {"data_range": peak, "psnr_input_db": round(psnr(mse_in), 3), "psnr_output_db": round(psnr(mse_out), 3)}
+
+
 def _cmd_restore(args: argparse.Namespace) -> int:
     from .api import perceive, restore
     from .io import check_output_path
@@ -117,6 +144,11 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     check_output_path(args.output, overwrite=args.overwrite, input_path=args.input)
     if args.report is not None:
         _check_report_path(args.report, args.overwrite)
+    if args.reference is not None:
+        if args.report is None:
+            raise ValueError("--reference needs --report (the PSNR goes into the report)")
+        if not os.path.exists(args.reference):
+            raise FileNotFoundError(f"reference image '{args.reference}' does not exist")
     bar = _ProgressBar("restoring", args.quiet)
     start = time.perf_counter()
     try:
@@ -133,6 +165,10 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         report = {"input": str(args.input), "output": str(args.output), "restorer": str(args.model),
                   "perceiver": str(args.perceiver), "seconds": round(seconds, 2),
                   "before": before.summary, "after": after.summary}
+        if args.reference is not None:
+            report["reference"] = {"file": str(args.reference), **reference_psnr(args.input, args.output, args.reference)}
+            print(f"PSNR vs '{args.reference}': {report['reference']['psnr_input_db']:.2f} dB -> "
+                  f"{report['reference']['psnr_output_db']:.2f} dB")
         _write_json(args.report, report, args.overwrite)
         print(f"quality (mean score, 0 = low .. 1 = high): {before.summary['mean_score']:.3f} -> "
               f"{after.summary['mean_score']:.3f}; report written to '{args.report}'")

@@ -174,11 +174,11 @@ def table_a(runner: Runner, args: argparse.Namespace) -> dict:
         print(f"  (a) tile {tile}: {rows[-1]}", flush=True)
     print(_common.header(f"(a1) restore() throughput vs tile size: {size}x{size} float32 gray (tile sizes "
                          f"interleaved round-robin)",
-                         f"overlap 32, batch {args.batch}, device {runner.device}, {args.model_label}"))
+                         f"overlap 32, batch {args.batch or 'auto'}, device {runner.device}, {args.model_label}"))
     print(_common.table(["tile", "tiles", "processed px / image px", "median s", "min-max s", "image MP/s",
                          "processed MP/s", "time in model.forward"], rows))
 
-    default_tile = (api.choose_tile_size(runner.device, args.batch) if args.default_tile is None
+    default_tile = (api.choose_tile_size(runner.device, args.batch or 1) if args.default_tile is None
                     else args.default_tile)
     rows = []
     for size in args.sizes:
@@ -193,7 +193,7 @@ def table_a(runner: Runner, args: argparse.Namespace) -> dict:
         print(f"  (a) size {size}: {rows[-1]}", flush=True)
     print(_common.header(f"(a2) restore() throughput vs image size at the default tile size ({default_tile}, "
                          f"= api.choose_tile_size on this machine now)",
-                         f"float32 gray, overlap 32, batch {args.batch}, device {runner.device}, {args.model_label}"))
+                         f"float32 gray, overlap 32, batch {args.batch or 'auto'}, device {runner.device}, {args.model_label}"))
     print(_common.table(["image", "MP", "tiles", "processed px / image px", "median s", "min-max s", "image MP/s",
                          "processed MP/s", "time in model.forward"], rows))
     return results
@@ -237,7 +237,7 @@ def table_b(runner: Runner, args: argparse.Namespace) -> dict:
         print(f"  (b) tile {tile}: {rows[-1]}", flush=True)
     print(_common.header(f"(b) tiling overhead on {size}x{size} float32 gray (target: tiled vs one pass < +15%; "
                          f"restore runs interleaved round-robin)",
-                         f"batch {args.batch}, device {runner.device}, {args.model_label}"))
+                         f"batch {args.batch or 'auto'}, device {runner.device}, {args.model_label}"))
     print(_common.table(["run", "tiles", "processed px / image px", "median s", "min-max s", "vs bare model",
                          "vs one pass"], rows))
     return results
@@ -339,7 +339,7 @@ def table_c(runner: Runner, args: argparse.Namespace) -> dict:
     conv_best = max(r for n, _, _, r in peaks if n.startswith("conv"))
 
     # achieved: one batch of tiles through the bare model (fp32 NCHW as restore() runs it), then variants
-    batch = torch.rand(args.batch, model.in_channels, tile, tile, device=device)
+    batch = torch.rand((args.batch or 1), model.in_channels, tile, tile, device=device)
     with torch.inference_mode():
         condition = model.condition_from_crops(batch[:1, :, :128, :128]) if model.sgm is not None else None
 
@@ -373,7 +373,7 @@ def table_c(runner: Runner, args: argparse.Namespace) -> dict:
         else:
             variants.append(("autocast bf16 channels_last", lambda: with_channels_last(torch.bfloat16)))
     rows, results = [], {"macs_per_pixel": per_pixel, "per_kind": per_kind, "peaks": peaks, "variants": []}
-    pixels = args.batch * tile * tile
+    pixels = (args.batch or 1) * tile * tile
     all_times = _common.interleaved(dict(variants), args.repeats)  # round-robin: load hits all alike
     for name, _fn in variants:
         times = all_times[name]
@@ -391,7 +391,7 @@ def table_c(runner: Runner, args: argparse.Namespace) -> dict:
                          _common.spread(entry["times"]), f"{entry['processed_px'] / 1e6 / entry['wall']:.3f}",
                          f"{rate:.1f}", f"{rate / conv_best:.2f}",
                          f"{per_pixel * entry['processed_px'] / min(entry['times']) / 1e9 / conv_best:.2f}"])
-    print(_common.header(f"(c3) achieved MAC/s (variants interleaved round-robin): batch of {args.batch} tiles {tile}x{tile} "
+    print(_common.header(f"(c3) achieved MAC/s (variants interleaved round-robin): batch of {args.batch or 1} tiles {tile}x{tile} "
                          f"({per_pixel:,.0f} MAC/px); ratio vs best plain conv ({conv_best:.1f} GMAC/s); "
                          f"target ratio >= 0.5", f"device {device}, {args.model_label}"))
     print(_common.table(["run", "median s", "min-max s", "processed MP/s", "model GMAC/s", "ratio to conv peak",
@@ -405,7 +405,7 @@ def table_c(runner: Runner, args: argparse.Namespace) -> dict:
     with profile(activities=activities) as prof:
         forward()
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(_common.header(f"(c4) torch.profiler: top 10 ops by self time, one batch of {args.batch} x {tile}^2",
+    print(_common.header(f"(c4) torch.profiler: top 10 ops by self time, one batch of {args.batch or 1} x {tile}^2",
                          f"device {device}"))
     print("```\n" + prof.key_averages().table(sort_by=sort, row_limit=10, max_name_column_width=40) + "```")
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
@@ -425,7 +425,7 @@ def table_d(runner: Runner, args: argparse.Namespace) -> dict:
 
     model, device = runner.model, runner.device
     tile = args.c_tile
-    batch = torch.rand(args.batch, model.in_channels, tile, tile, device=device)
+    batch = torch.rand((args.batch or 1), model.in_channels, tile, tile, device=device)
     with torch.inference_mode():
         condition = model.condition_from_crops(batch[:1, :, :128, :128]) if model.sgm is not None else None
 
@@ -449,11 +449,11 @@ def table_d(runner: Runner, args: argparse.Namespace) -> dict:
     for count in counts:
         times = all_times[count]
         s = statistics.median(times)
-        mp = args.batch * tile * tile / 1e6
+        mp = (args.batch or 1) * tile * tile / 1e6
         rows.append([count, f"{s:.2f}", _common.spread(times), f"{mp / s:.3f}", f"{mp / min(times):.3f}"])
         results.append({"threads": count, "s": s, "times": times})
         print(f"  (d) {rows[-1]}", flush=True)
-    print(_common.header(f"(d) torch threads: one batch of {args.batch} x {tile}^2 through the model (fp32 NCHW), "
+    print(_common.header(f"(d) torch threads: one batch of {args.batch or 1} x {tile}^2 through the model (fp32 NCHW), "
                          f"thread counts interleaved round-robin",
                          f"torch default here: {args.default_threads}; OMP_WAIT_POLICY="
                          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}"))
@@ -549,7 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="'random' (random weights of the bundled architecture), "
                         "'default', a registered name or a weights file (default: bundled if present, else random)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=4, help="restore(batch_size=...)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="restore(batch_size=...) (default: restore's own choice for the device); "
+                             "the bare-model tables (c, d) use this many tiles, 1 when unset")
     parser.add_argument("--only", default="abcdef", help="which tables: any of a-f (default abcdef)")
     parser.add_argument("--default-tile", type=int, default=None,
                         help="tile for the image-size sweep (default: api.choose_tile_size now)")

@@ -89,9 +89,9 @@ def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, mo
     torch.set_num_threads(1)
     monkeypatch.setattr(evaluate, "LEVELS", (0.5,))
     monkeypatch.setattr(evaluate, "bm3d_denoise", lambda image, sigma, per_channel=False: image)  # BM3D is slow
-    out = tmp_path / "report.json"
+    out, cache = tmp_path / "report.json", tmp_path / "baselines.json"
     result = evaluate.main(["--model", restorer_file, "--images", "1", "--sections", "set12", "rgb", "tasks",
-                            "--json", str(out)])
+                            "--json", str(out), "--baseline-cache", str(cache)])
     stored = json.loads(out.read_text())
     assert stored["markdown"] == result["markdown"]
     for row in ("Set12 sigma 25 | perceive-ir (blind)", "CBSD held-out sigma 50 | perceive-ir per channel",
@@ -100,3 +100,13 @@ def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, mo
         assert np.isfinite(stored["psnr"][row]), row
     assert stored["psnr"]["Set12 sigma 25 | TV"] > stored["psnr"]["Set12 sigma 25 | input"] + 3
     assert "| s / megapixel |" in result["markdown"]
+    # the second run reads the classical methods from the cache (they must not run again)
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached classical method ran again")
+
+    for name in ("tv", "nlmeans", "wavelet", "dark_channel_dehaze", "richardson_lucy", "brighten", "median_derain"):
+        monkeypatch.setattr(evaluate, name, refuse)
+    again = evaluate.main(["--model", restorer_file, "--images", "1", "--sections", "set12", "tasks",
+                           "--baseline-cache", str(cache)])
+    for key in ("Set12 sigma 25 | TV", "haze | dark channel prior", "microscopy (skimage cell) | NL-means"):
+        assert again["psnr"][key] == stored["psnr"][key]

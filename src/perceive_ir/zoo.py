@@ -43,8 +43,8 @@ __all__ = [
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ZOO_FILE = WEIGHTS_DIR / "zoo.json"
-DEFAULT_RESTORER = "compact-allinone.v1"
-DEFAULT_PERCEIVER = "tiny-clip-perceiver.v1"
+DEFAULT_RESTORER = "compact-allinone.v2"
+DEFAULT_PERCEIVER = "tiny-clip-perceiver.v2"
 FORMAT_VERSION = "1"
 
 Kind = Literal["restorer", "perceiver"]

@@ -28,7 +28,7 @@ Usage::
     PYTHONPATH=src .venv/bin/python benchmarks/speed.py --threads 1 --only c
     PYTHONPATH=src .venv/bin/python benchmarks/speed.py --device cuda    # bf16 autocast, channels_last
 
-The model is the bundled ``compact-allinone.v1`` when its weights file exists, else random
+The model is the bundled default (``zoo.DEFAULT_RESTORER``) when its weights file exists, else random
 weights of the same architecture (said in the header); ``--model`` picks any other.
 """
 

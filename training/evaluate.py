@@ -95,26 +95,27 @@ class Scores:
         """Time ``function`` and score its result; a classical method's result is read from
         and written to :attr:`cache` (they do not depend on the model under test)."""
         key = f"{row} | {method} | {len(self.psnr[row, method])}"
-        if not method.startswith("perceive-ir") and key in self.cache:
-            psnr, ssim, seconds = self.cache[key]
-            self.psnr[row, method].append(psnr)
-            self.ssim[row, method].append(ssim)
-            self.seconds[method] += seconds
-            self.megapixels[method] += case.clean.shape[0] * case.clean.shape[1] / 1e6
+        classical = not method.startswith("perceive-ir")
+        if classical and key in self.cache:
+            self._record(row, method, case, *self.cache[key])
             return
         result, seconds = timed(function)
         self.add(row, method, result, case, seconds)
-        if not method.startswith("perceive-ir"):
+        if classical:
             self.cache[key] = [self.psnr[row, method][-1], self.ssim[row, method][-1], seconds]
 
     def add(self, row: str, method: str, restored: np.ndarray, case: Case, seconds: float) -> None:
         restored = np.clip(restored.astype(np.float64), 0.0, 1.0)
         clean = case.clean.astype(np.float64)
-        self.psnr[row, method].append(peak_signal_noise_ratio(clean, restored, data_range=1.0))
-        self.ssim[row, method].append(structural_similarity(
-            clean, restored, data_range=1.0, channel_axis=-1 if clean.ndim == 3 else None))
+        psnr = peak_signal_noise_ratio(clean, restored, data_range=1.0)
+        ssim = structural_similarity(clean, restored, data_range=1.0, channel_axis=-1 if clean.ndim == 3 else None)
+        self._record(row, method, case, psnr, ssim, seconds)
+
+    def _record(self, row: str, method: str, case: Case, psnr: float, ssim: float, seconds: float) -> None:
+        self.psnr[row, method].append(psnr)
+        self.ssim[row, method].append(ssim)
         self.seconds[method] += seconds
-        self.megapixels[method] += clean.shape[0] * clean.shape[1] / 1e6
+        self.megapixels[method] += case.clean.shape[0] * case.clean.shape[1] / 1e6
 
     def table(self, rows: list[str], methods: list[str]) -> str:
         lines = ["| | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
@@ -261,7 +262,6 @@ def brighten(image: np.ndarray, clean: np.ndarray) -> np.ndarray:
     """Low light: the better of automatic gamma (mean to 0.5) and adaptive histogram equalisation."""
     mean = float(np.clip(image.mean(), 1e-3, 0.99))
     gamma = np.log(0.5) / np.log(mean)
-    axis = -1 if image.ndim == 3 else None
     return oracle([lambda: np.clip(image, 0, 1) ** gamma,
                    lambda: exposure.equalize_adapthist(np.clip(image, 0, 1), clip_limit=0.01)], clean)
 
@@ -469,7 +469,7 @@ def section_perceiver(perceiver_name: str, stage1: Path, count: int, results: di
     from data import build_tasks
     from run import load_run, perceiver_accuracy
 
-    config, mediums, _perceiver, _restorer = load_run(stage1)
+    config, mediums, _perceiver, _restorer = load_run(stage1, with_restorer=False)
     perceiver = load_perceiver(perceiver_name)
     validation = build_tasks(config, "validation")
     start = time.perf_counter()

@@ -220,26 +220,33 @@ def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], optiona
         raise RuntimeError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def load_run(run_folder: Path, device: torch.device | str = "cpu") -> tuple[TrainConfig, list[Restorer], QualityPerceiver, Restorer | None]:
+def load_perceiver_checkpoint(run_folder: Path, device: torch.device | str = "cpu") -> tuple[QualityPerceiver, dict[str, Any]]:
+    """The locked perceiver of a run folder and its checkpoint (config, step, seconds, metrics)."""
+    state = load_checkpoint(Path(run_folder) / "perceiver.pt")
+    perceiver = build_perceiver(config_from_dict(dict(state["config"])), pretrained=False)
+    load_module_state(perceiver, state["models"]["model"])  # float16 resume checkpoints are cast on copy
+    return perceiver.to(device).lock(), state
+
+
+def load_run(run_folder: Path, device: torch.device | str = "cpu", with_restorer: bool = True,
+             ) -> tuple[TrainConfig, list[Restorer], QualityPerceiver, Restorer | None]:
     """The models of a run folder, rebuilt from its checkpoints: (config, mediums, perceiver, restorer).
 
-    The restorer is None when stage 2 has not started; every model is in eval mode.
+    The restorer is None when stage 2 has not started (or ``with_restorer`` is False);
+    every model is in eval mode.
     """
     run_folder = Path(run_folder)
     for name in ("medium0", "medium1", "perceiver"):
         if not (run_folder / f"{name}.pt").exists():
             raise FileNotFoundError(f"'{run_folder}' has no {name}.pt: stage 1 has not been run there")
-    latest = "restorer" if (run_folder / "restorer.pt").exists() else "perceiver"
+    latest = "restorer" if with_restorer and (run_folder / "restorer.pt").exists() else "perceiver"
     config = config_from_dict(dict(load_checkpoint(run_folder / f"{latest}.pt")["config"]))
     mediums = []
     for fold in (0, 1):
         medium = Restorer(medium_config(config))
         load_module_state(medium, load_checkpoint(run_folder / f"medium{fold}.pt")["models"]["model"])
         mediums.append(medium.to(device).eval().requires_grad_(False))
-    perceiver = build_perceiver(config, pretrained=False)
-    load_module_state(perceiver, {k: v.float() if v.is_floating_point() else v
-                                  for k, v in load_checkpoint(run_folder / "perceiver.pt")["models"]["model"].items()})
-    perceiver = perceiver.to(device).lock()
+    perceiver, _state = load_perceiver_checkpoint(run_folder, device)
     restorer = None
     if latest == "restorer":
         restorer = build_restorer(config, perceiver)
@@ -798,16 +805,20 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
     """Save both models into the package's weights folder with model cards, register their sha256,
     and copy a compact resume checkpoint into ``training/checkpoints/<config>/``.
 
-    ``perceiver_folder`` (default ``run_folder``) is where the shipped perceiver was trained:
-    a perceiver trained on longer than the run's own stage 1 can ship with its restorer,
-    whose semantic tower (a frozen copy of the run's own perceiver) is stored with it.
+    ``perceiver_folder`` (default: ``run_folder``, with ``perceiver`` and ``perceiver_metrics``
+    as given) ships the perceiver trained there instead, e.g. one trained longer than the
+    run's own stage 1; the restorer keeps the semantic tower (a frozen copy of the run's
+    own perceiver) it was trained with, stored in its file.
     """
     device = torch.device("cpu")
     restorer_name = restorer_name or zoo.DEFAULT_RESTORER
     perceiver_name = perceiver_name or zoo.DEFAULT_PERCEIVER
-    perceiver_folder = Path(perceiver_folder or run_folder)
     states = {name: load_checkpoint(run_folder / f"{name}.pt") for name in PHASES}
-    shipped_perceiver_state = load_checkpoint(perceiver_folder / "perceiver.pt")
+    if perceiver_folder is None:
+        perceiver_folder, shipped_perceiver_state = Path(run_folder), states["perceiver"]
+    else:
+        perceiver, shipped_perceiver_state = load_perceiver_checkpoint(perceiver_folder)
+        perceiver_metrics = dict(shipped_perceiver_state["metrics"])
     restorer_state = states["restorer"]
     restorer, perceiver = restorer.to(device).eval(), perceiver.to(device).eval()
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.get_num_threads()} "
@@ -975,11 +986,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ---- ship ---------------------------------------------------------------------------------
     if runtime.main and (config.ship or arguments.ship):
-        shipped_perceiver, shipped_metrics = perceiver, perceiver_metrics
-        if arguments.perceiver_from:
-            _c, _m, shipped_perceiver, _r = load_run(Path(arguments.perceiver_from))
-            shipped_metrics = dict(load_checkpoint(Path(arguments.perceiver_from) / "perceiver.pt")["metrics"])
-        result["shipped"] = ship(config, run_folder, restorer, shipped_perceiver, shipped_metrics, validation_tasks, command,
+        result["shipped"] = ship(config, run_folder, restorer, perceiver, perceiver_metrics, validation_tasks, command,
                                  restorer_name=arguments.restorer_name, perceiver_name=arguments.perceiver_name,
                                  perceiver_folder=arguments.perceiver_from)
     if runtime.main:

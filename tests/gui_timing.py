@@ -4,7 +4,7 @@ Not collected by pytest (run by hand). Opens a napari viewer, adds a 2048x2048 l
 restores it with :class:`perceive_ir.napari._widget.RestoreWidget` and, while the worker
 runs, a ``QTimer`` ticks every 10 ms on the GUI thread; the longest gap between ticks is
 how long the GUI was unresponsive. Without ``--model`` a tiny random restorer is used
-(trained weights are not bundled yet)::
+(the widget's own cost, independent of model size); ``--model default`` times the bundled one::
 
     xvfb-run -a python tests/gui_timing.py
     QT_QPA_PLATFORM=offscreen DISPLAY=:0 python tests/gui_timing.py --model weights.safetensors --device cuda

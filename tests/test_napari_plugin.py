@@ -1,7 +1,7 @@
 """Tests of the napari plugin: manifest, widgets through a viewer, sample data, pure helpers.
 
 Tiny random models are saved once per session and passed to the widgets as weights files
-(trained weights are not bundled yet). Images are at most 128x128.
+(fast, and independent of which trained weights are bundled). Images are at most 128x128.
 Run: ``QT_QPA_PLATFORM=offscreen pytest tests/test_napari_plugin.py`` (or under xvfb-run).
 """
 

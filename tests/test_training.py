@@ -138,6 +138,15 @@ def test_resume_continues_an_interrupted_phase(smoke_run, tmp_path):
     assert result["restorer_step"] == 8
     rows = [r for r in read_log(tmp_path) if r["phase"] == "restorer"]
     assert [int(r["step"]) for r in rows] == [6, 8]
+    assert run.load_checkpoint(tmp_path / "restorer.pt")["history"] == []
+    # continuing with changed settings: the checkpoint records what changed and from which step
+    result = run.main(["--out", str(tmp_path), "--resume", "--override", "steps=10", "--override", "dpl_weight=0"])
+    assert result["restorer_step"] == 10
+    history = run.load_checkpoint(tmp_path / "restorer.pt")["history"]
+    assert [entry["step"] for entry in history] == [8]
+    assert history[0]["changed"] == {"dpl_weight": [0.1, 0], "steps": [8, 10]}
+    rows = [r for r in read_log(tmp_path) if r["phase"] == "restorer"]
+    assert float(rows[-1]["dpl"]) == 0.0 and float(rows[-2]["dpl"]) > 0.0
     with pytest.raises(SystemExit, match="--resume"):
         run.main(["--config", "smoke", "--out", str(tmp_path)])
 
@@ -183,6 +192,25 @@ def test_ship_writes_registered_weights_with_model_cards(smoke_run, tmp_path, mo
     assert "(6 steps)" in restorer_card["perceiver_in_training"]
     with pytest.raises(SystemExit, match="--perceiver-from"):
         run.main(["--out", str(folder), "--resume", "--perceiver-from", str(other)])
+    # the restorer alone: the zoo's perceivers stay as they were
+    perceiver_file = tmp_path / "weights" / "smoke-perceiver.v9.safetensors"
+    before = perceiver_file.read_bytes()
+    result = run.main(["--out", str(folder), "--ship", "--restorer-only", "--restorer-name", "smoke-restorer.v10",
+                       "--perceiver-name", "smoke-perceiver.v9"])
+    assert result["shipped"]["perceiver"] is None and perceiver_file.read_bytes() == before
+    table = json.loads((tmp_path / "weights" / "zoo.json").read_text())
+    assert table["smoke-perceiver.v9"]["sha256"] == zoo.sha256sum(perceiver_file) and "smoke-restorer.v10" in table
+    restorer_card = json.loads((tmp_path / "weights" / "smoke-restorer.v10.json").read_text())
+    assert restorer_card["losses"] == "L1 + 0.1 InfoNCE(CFE, tau 0.1) + 0.05 L_clip(frozen stage-1 perceiver) + 0.1 L_dpl"
+    assert restorer_card["training_history"] == []
+    with pytest.raises(SystemExit, match="choose one"):
+        run.main(["--out", str(folder), "--ship", "--restorer-only", "--perceiver-from", str(other)])
+
+
+def test_loss_description_names_the_terms_in_use():
+    config = configs.resolve_config("smoke", clip_weight=0.0, dpl_weight=0.0)
+    assert run.loss_description(config) == "L1 + 0.1 InfoNCE(CFE, tau 0.1)"
+    assert run.config_changes({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == {"b": [2, 3], "c": [None, 4]}
 
 
 # -- the paper's data layout --------------------------------------------------------------
@@ -296,3 +324,23 @@ def test_process_clock_is_validated():
     assert configs.resolve_config("smoke", clock="process").clock == "process"
     with pytest.raises(ValueError, match="clock"):
         configs.resolve_config("smoke", clock="gpu")
+
+
+def test_task_weights_set_the_share_of_each_task_in_every_cycle():
+    assert data.task_schedule(3) == [0, 1, 2]
+    assert data.task_schedule(3, [2, 1, 3]) == [0, 1, 2, 0, 2, 2]
+    tasks = [data.MicroscopyTask(name, count=2, seed=i) for i, name in enumerate(("a", "b"))]
+    dataset = data.TaskBalancedDataset(tasks, 16, 16, 12, seed=0, weights=[3, 1])
+    seen = [int(dataset[i]["task"]) for i in range(12)]
+    assert seen.count(0) == 9 and seen.count(1) == 3
+    with pytest.raises(ValueError, match="one weight per task"):
+        data.task_schedule(2, [1])
+    with pytest.raises(ValueError, match="positive integers"):
+        data.task_schedule(2, [1, 0])
+    config = configs.resolve_config("smoke", task_weights={"noise": 3})
+    assert config.stage2_task_weights() == [3, 1, 1, 1]
+    assert configs.config_from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="not in tasks"):
+        configs.resolve_config("smoke", task_weights={"low_light": 2})
+    with pytest.raises(ValueError, match="positive integers"):
+        configs.resolve_config("smoke", task_weights={"noise": 1.5})

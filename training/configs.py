@@ -55,6 +55,10 @@ class TrainConfig:
     data_root : str or None
         Root of the ``folders`` layout (``Train/Denoise``, ``Train/Derain``,
         ``Train/Dehaze``, ``GoPro/train``, ``LOL/our485``).
+    task_weights : dict
+        Relative share of each stage-2 task in the training samples (task name ->
+        positive integer; tasks not named get 1). The medium restorers and the perceiver
+        always see the tasks equally often.
     noise_sigmas : tuple of float
         Noise levels (0-255 scale) of the ``noise`` task; empty means uniform in
         ``noise_range``.
@@ -131,6 +135,7 @@ class TrainConfig:
     tasks: tuple[str, ...] = TASKS_COMPACT
     data_source: str = "builtin"
     data_root: str | None = None
+    task_weights: dict[str, int] = field(default_factory=dict)
     noise_sigmas: tuple[float, ...] = ()
     noise_range: tuple[float, float] = (5.0, 55.0)
     crop_size: int = 96
@@ -200,6 +205,12 @@ class TrainConfig:
         self.noise_range = tuple(float(s) for s in self.noise_range)
         if not self.tasks:
             raise ValueError("tasks must name at least one task")
+        self.task_weights = {str(k): v for k, v in dict(self.task_weights).items()}
+        unknown = sorted(set(self.task_weights) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"task_weights names tasks {unknown} that are not in tasks {list(self.tasks)}")
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in self.task_weights.values()):
+            raise ValueError(f"task_weights must be positive integers, got {self.task_weights}")
         if self.region_size < self.crop_size:
             raise ValueError(f"region_size must be >= crop_size, got {self.region_size} vs {self.crop_size}")
         if self.data_source not in ("builtin", "folders"):
@@ -212,6 +223,10 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (lists instead of tuples) that ``torch.save`` stores safely."""
         return _plain(asdict(self))
+
+    def stage2_task_weights(self) -> list[int]:
+        """The weight of each task of :attr:`tasks`, in order (1 where not named)."""
+        return [int(self.task_weights.get(name, 1)) for name in self.tasks]
 
 
 def _plain(value: Any) -> Any:

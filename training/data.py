@@ -14,7 +14,7 @@ regions from image ``i``:
 
 :class:`TaskBalancedDataset` turns tasks into training samples: sample ``index`` belongs
 to task ``index % n_tasks`` (so every task is seen equally often whatever its number of
-images), its image and crop positions come from a generator seeded by
+images; optional integer ``weights`` repeat a task in that cycle), its image and crop positions come from a generator seeded by
 ``(seed, epoch, index)``. Each sample holds the degraded crop, its clean crop, a second
 crop of the same degraded region (the InfoNCE positive), the task index and the image's
 cross-fitting fold.
@@ -55,6 +55,7 @@ __all__ = [
     "PairedTask",
     "NoisyFolderTask",
     "TaskBalancedDataset",
+    "task_schedule",
     "build_tasks",
     "load_image",
     "fixed_samples",
@@ -363,6 +364,25 @@ def image_fold(index: int, seed: int) -> int:
     return int(np.random.default_rng([seed, 77, index]).integers(2))
 
 
+def task_schedule(n_tasks: int, weights: Sequence[int] | None = None) -> list[int]:
+    """One cycle of task indices in which task ``i`` appears ``weights[i]`` times, interleaved.
+
+    ``task_schedule(3, [2, 1, 1])`` is ``[0, 1, 2, 0]``: round-robin over the tasks that
+    still have a share left, so repeated tasks are spread over the cycle.
+    """
+    if weights is None:
+        return list(range(n_tasks))
+    weights = list(weights)
+    if len(weights) != n_tasks:
+        raise ValueError(f"need one weight per task ({n_tasks}), got {len(weights)}: {weights}")
+    if any(int(w) != w or w < 1 for w in weights):
+        raise ValueError(f"task weights must be positive integers, got {weights}")
+    schedule: list[int] = []
+    for round_index in range(int(max(weights))):
+        schedule += [i for i, w in enumerate(weights) if w > round_index]
+    return schedule
+
+
 class TaskBalancedDataset(Dataset):
     """Task-balanced training samples with on-the-fly degradation.
 
@@ -380,6 +400,10 @@ class TaskBalancedDataset(Dataset):
         Only images of this cross-fitting fold (0 or 1); all images when None.
     augment : bool
         Random flips and 90-degree rotations.
+    weights : sequence of int, optional
+        Relative share of each task (positive integers, one per task; default all 1).
+        Samples cycle through a fixed interleaved schedule in which task ``i`` appears
+        ``weights[i]`` times, so the shares hold exactly within every cycle.
 
     Notes
     -----
@@ -388,8 +412,9 @@ class TaskBalancedDataset(Dataset):
     """
 
     def __init__(self, tasks: list[Task], crop_size: int, region_size: int, length: int, seed: int,
-                 fold: int | None = None, augment: bool = True) -> None:
+                 fold: int | None = None, augment: bool = True, weights: Sequence[int] | None = None) -> None:
         self.tasks = tasks
+        self.schedule = task_schedule(len(tasks), weights)
         self.crop_size = crop_size
         self.region_size = region_size
         self.length = length
@@ -413,7 +438,7 @@ class TaskBalancedDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        task_index = index % len(self.tasks)
+        task_index = self.schedule[index % len(self.schedule)]
         candidates = self.candidates[task_index]
         image_index = candidates[int(rng.integers(len(candidates)))]
         degraded, clean = self.tasks[task_index].region(image_index, self.region_size, rng)

@@ -94,6 +94,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--perceiver-from", default=None, metavar="FOLDER",
                         help="with --ship: ship the (longer trained) perceiver of this run folder instead of --out's; "
                              "the restorer keeps the semantic tower it was trained with")
+    parser.add_argument("--restorer-only", action="store_true",
+                        help="with --ship: ship the restorer alone, leaving the zoo's perceivers untouched")
     parser.add_argument("--override", action="append", default=[], metavar="FIELD=JSON",
                         help="override a config field, e.g. --override batch_size=4 (repeatable)")
     return parser.parse_args(argv)
@@ -441,6 +443,24 @@ class Phase:
     state_filter: Callable[[nn.Module], dict[str, torch.Tensor]] = lambda module: module.state_dict()
 
 
+def config_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
+    """Fields whose value differs between two config dicts, as ``{field: [before, after]}``.
+
+    A resumed phase records these in its checkpoint's ``history`` (with the step at which
+    they took effect), so a model card can say how the model was really trained.
+    """
+    return {key: [before.get(key), after.get(key)] for key in sorted(set(before) | set(after))
+            if before.get(key) != after.get(key)}
+
+
+def stored_config(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config with the defaults of fields it predates filled in."""
+    try:
+        return config_from_dict(dict(state.get("config", {}))).to_dict()
+    except (TypeError, ValueError):  # written by another version: compare what is there
+        return dict(state.get("config", {}))
+
+
 def learning_rate(base: float, minimum: float, progress: float, step: int, warmup_steps: int) -> float:
     """Cosine from ``base`` to ``minimum`` over ``progress`` in [0, 1], after a linear warm-up of the steps."""
     warmup = min(1.0, (step + 1) / max(1, warmup_steps))
@@ -473,12 +493,17 @@ def run_phase(phase: Phase, config: TrainConfig, run_folder: Path, runtime: Runt
     path = run_folder / f"{phase.name}.pt"
     step, seconds, epoch, done = 0, 0.0, 0, False
     resumed_at = 0  # the warm-up restarts on resume (the schedule may jump when a budget grows)
+    history: list[dict[str, Any]] = []
     if path.exists():
         state = load_checkpoint(path)
         for name, module in phase.modules.items():
             load_module_state(module, state["models"][name], optional_prefixes=("semantic.",))
         step, seconds, epoch = int(state["step"]), float(state["seconds"]), int(state["epoch"]) + 1
         resumed_at = step
+        history = list(state.get("history", []))
+        changes = config_changes(stored_config(state), config.to_dict())
+        if changes:
+            history.append({"step": step, "minutes": round(seconds / 60, 1), "changed": changes})
         # finished means "the current budget is spent": a larger --minutes or steps continues a finished phase
         done = progress_of(step, seconds, phase) >= 1.0
         if "optimizer" in state and not done:
@@ -503,6 +528,7 @@ def run_phase(phase: Phase, config: TrainConfig, run_folder: Path, runtime: Runt
             "done": finished,
             "models": {name: phase.state_filter(module) for name, module in phase.modules.items()},
             "optimizer": phase.optimizer.state_dict(),
+            "history": history,
             **phase.extra_state(),
         }
         if runtime.main:
@@ -705,7 +731,8 @@ def train_restorer(config: TrainConfig, mediums: list[Restorer], perceiver: Qual
     trained = wrap_for_training(RestorerTrainingStep(restorer), runtime)
     parameters = [p for p in restorer.parameters() if p.requires_grad]
     optimizer = optimizer_for([(parameters, config.lr)], config.weight_decay)
-    dataset = TaskBalancedDataset(tasks, config.crop_size, config.region_size, config.epoch_size, config.seed)
+    dataset = TaskBalancedDataset(tasks, config.crop_size, config.region_size, config.epoch_size, config.seed,
+                                  weights=config.stage2_task_weights())
     features = feature_extractor(config).to(device)
     probe = fixed_samples(validation_tasks, config.probe_crops, config.crop_size, config.seed + 2)
     n_tasks = len(tasks)
@@ -799,16 +826,25 @@ def evaluate_tasks(model: Restorer, validation_tasks, config: TrainConfig, devic
     return result
 
 
+def loss_description(config: TrainConfig) -> str:
+    """The stage-2 loss of ``config`` in words, e.g. ``L1 + 0.1 InfoNCE(CFE, tau 0.1)``."""
+    terms = [(config.l1_weight, "L1"), (config.info_nce_weight, f"InfoNCE(CFE, tau {config.temperature:g})"),
+             (config.clip_weight, "L_clip(frozen stage-1 perceiver)"), (config.dpl_weight, "L_dpl")]
+    return " + ".join(name if weight == 1 else f"{weight:g} {name}" for weight, name in terms if weight)
+
+
 def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: QualityPerceiver,
          perceiver_metrics: dict[str, float], validation_tasks, command: str, restorer_name: str | None = None,
-         perceiver_name: str | None = None, perceiver_folder: Path | None = None) -> dict[str, Any]:
+         perceiver_name: str | None = None, perceiver_folder: Path | None = None,
+         ship_perceiver: bool = True) -> dict[str, Any]:
     """Save both models into the package's weights folder with model cards, register their sha256,
     and copy a compact resume checkpoint into ``training/checkpoints/<config>/``.
 
     ``perceiver_folder`` (default: ``run_folder``, with ``perceiver`` and ``perceiver_metrics``
     as given) ships the perceiver trained there instead, e.g. one trained longer than the
     run's own stage 1; the restorer keeps the semantic tower (a frozen copy of the run's
-    own perceiver) it was trained with, stored in its file.
+    own perceiver) it was trained with, stored in its file. ``ship_perceiver=False`` ships
+    the restorer alone and leaves the zoo's perceivers as they are.
     """
     device = torch.device("cpu")
     restorer_name = restorer_name or zoo.DEFAULT_RESTORER
@@ -853,10 +889,11 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
                           f"CoOp prompts on frozen CLIP {config.clip}"),
                 metrics={"held_out_three_tier_accuracy": {k: round(v, 4) for k, v in perceiver_metrics.items()},
                          "held_out_data": "32 held-out CBSD432 images and held-out synthetic microscopy seeds"})
-    perceiver_sha = zoo.save_weights(perceiver, perceiver_path, card=card, dtype=torch.float16)
-    zoo.register(perceiver_name, "perceiver", perceiver_path.name, perceiver_sha,
-                 "Compact open_clip CLIP + learned tier prompts (image tower trained from scratch), trained by "
-                 "`python training/run.py --config compact`")
+    if ship_perceiver:
+        perceiver_sha = zoo.save_weights(perceiver, perceiver_path, card=card, dtype=torch.float16)
+        zoo.register(perceiver_name, "perceiver", perceiver_path.name, perceiver_sha,
+                     "Compact open_clip CLIP + learned tier prompts (image tower trained from scratch), trained by "
+                     "`python training/run.py --config compact`")
     # restorer: compare float32 and float16 storage on Set12
     metrics = evaluate_set12(restorer, device)
     half = Restorer(restorer.config)
@@ -870,7 +907,8 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
                 stored_dtype="float16" if dtype is not None else "float32",
                 float16_vs_float32_set12_max_abs_difference_db=round(worst, 4),
                 steps=int(restorer_state["step"]),
-                losses="L1 + 0.1 InfoNCE(CFE, tau 0.1) + 0.05 L_clip(frozen stage-1 perceiver) + 0.1 L_dpl",
+                losses=loss_description(config),
+                training_history=restorer_state.get("history", []),
                 perceptual_features=("VGG16 relu1_2/2_2/3_2/3_3" if config.vgg_file else
                                      "fixed random conv pyramid (no VGG16 weights offline; see training/losses.py)"),
                 dpl_proxies="the two cross-fitted medium restorers of stage 1",
@@ -895,9 +933,10 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
             state["models"] = {k: {n: t.half() if t.is_floating_point() else t for n, t in v.items()}
                                for k, v in state["models"].items()}
         save_checkpoint(seed_folder / f"{name}.pt", state)
-    print(f"shipped {restorer_path} ({restorer_sha[:12]}) and {perceiver_path} ({perceiver_sha[:12]}); "
+    shipped_perceiver = f" and {perceiver_path} ({perceiver_sha[:12]})" if ship_perceiver else ""
+    print(f"shipped {restorer_path} ({restorer_sha[:12]}){shipped_perceiver}; "
           f"Set12 {json.dumps({k: round(v, 2) for k, v in metrics.items()})}", flush=True)
-    return {"restorer": str(restorer_path), "perceiver": str(perceiver_path), **metrics}
+    return {"restorer": str(restorer_path), "perceiver": str(perceiver_path) if ship_perceiver else None, **metrics}
 
 
 # =========================================================================================
@@ -944,8 +983,10 @@ def check_paths(config: TrainConfig) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     arguments = parse_arguments(argv)
-    if arguments.perceiver_from and not arguments.ship:
-        raise SystemExit("--perceiver-from is used with --ship")
+    if (arguments.perceiver_from or arguments.restorer_only) and not arguments.ship:
+        raise SystemExit("--perceiver-from and --restorer-only are used with --ship")
+    if arguments.perceiver_from and arguments.restorer_only:
+        raise SystemExit("--perceiver-from ships a perceiver; --restorer-only ships none: choose one")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
@@ -988,7 +1029,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if runtime.main and (config.ship or arguments.ship):
         result["shipped"] = ship(config, run_folder, restorer, perceiver, perceiver_metrics, validation_tasks, command,
                                  restorer_name=arguments.restorer_name, perceiver_name=arguments.perceiver_name,
-                                 perceiver_folder=arguments.perceiver_from)
+                                 perceiver_folder=arguments.perceiver_from,
+                                 ship_perceiver=not arguments.restorer_only)
     if runtime.main:
         print(f"done in {(time.monotonic() - begin) / 60:.1f} min", flush=True)
     if runtime.distributed:

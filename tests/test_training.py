@@ -203,6 +203,7 @@ def test_ship_writes_registered_weights_with_model_cards(smoke_run, tmp_path, mo
     restorer_card = json.loads((tmp_path / "weights" / "smoke-restorer.v10.json").read_text())
     assert restorer_card["losses"] == "L1 + 0.1 InfoNCE(CFE, tau 0.1) + 0.05 L_clip(frozen stage-1 perceiver) + 0.1 L_dpl"
     assert restorer_card["training_history"] == []
+    assert "--ship" in restorer_card["shipping_command"] and "training_command" not in restorer_card
     with pytest.raises(SystemExit, match="choose one"):
         run.main(["--out", str(folder), "--ship", "--restorer-only", "--perceiver-from", str(other)])
 

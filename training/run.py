@@ -865,7 +865,8 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
     if config.data_source == "folders":
         data = f"the field's folder layout under {config.data_root}"
     common = {
-        "training_command": command,
+        # a separate `--ship` call is not how the weights were trained: say which it is
+        ("shipping_command" if "--ship" in command.split() else "training_command"): command,
         "config": config.to_dict(),
         "data": data,
         "tasks": list(config.tasks),

@@ -14,8 +14,8 @@ regions from image ``i``:
 
 :class:`TaskBalancedDataset` turns tasks into training samples: sample ``index`` belongs
 to task ``index % n_tasks`` (so every task is seen equally often whatever its number of
-images; optional integer ``weights`` repeat a task in that cycle), its image and crop positions come from a generator seeded by
-``(seed, epoch, index)``. Each sample holds the degraded crop, its clean crop, a second
+images; optional integer ``weights`` repeat a task in that cycle), its image and crop
+positions come from a generator seeded by ``(seed, epoch, index)``. Each sample holds the degraded crop, its clean crop, a second
 crop of the same degraded region (the InfoNCE positive), the task index and the image's
 cross-fitting fold.
 

@@ -836,7 +836,7 @@ def loss_description(config: TrainConfig) -> str:
 def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: QualityPerceiver,
          perceiver_metrics: dict[str, float], validation_tasks, command: str, restorer_name: str | None = None,
          perceiver_name: str | None = None, perceiver_folder: Path | None = None,
-         ship_perceiver: bool = True) -> dict[str, Any]:
+         ship_perceiver: bool = True, separate_ship: bool = False) -> dict[str, Any]:
     """Save both models into the package's weights folder with model cards, register their sha256,
     and copy a compact resume checkpoint into ``training/checkpoints/<config>/``.
 
@@ -844,7 +844,9 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
     as given) ships the perceiver trained there instead, e.g. one trained longer than the
     run's own stage 1; the restorer keeps the semantic tower (a frozen copy of the run's
     own perceiver) it was trained with, stored in its file. ``ship_perceiver=False`` ships
-    the restorer alone and leaves the zoo's perceivers as they are.
+    the restorer alone and leaves the zoo's perceivers as they are. ``separate_ship``: the
+    call only ships finished checkpoints, so the cards name ``command`` the shipping command
+    rather than the training command.
     """
     device = torch.device("cpu")
     restorer_name = restorer_name or zoo.DEFAULT_RESTORER
@@ -866,7 +868,7 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
         data = f"the field's folder layout under {config.data_root}"
     common = {
         # a separate `--ship` call is not how the weights were trained: say which it is
-        ("shipping_command" if "--ship" in command.split() else "training_command"): command,
+        ("shipping_command" if separate_ship else "training_command"): command,
         "config": config.to_dict(),
         "data": data,
         "tasks": list(config.tasks),
@@ -876,21 +878,21 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
         "total_wall_time_minutes": round(sum(float(state["seconds"]) for state in states.values()) / 60, 1),
     }
     # perceiver (float16: a few MB)
-    perceiver_path = zoo.WEIGHTS_DIR / f"{perceiver_name}.safetensors"
-    card = dict(common, name=perceiver_name, kind="perceiver", stored_dtype="float16",
-                steps=int(shipped_perceiver_state["step"]),
-                wall_time_minutes=round(float(shipped_perceiver_state["seconds"]) / 60, 1),
-                trained_in=str(perceiver_folder),
-                training=("CoOp prompts (16 tokens per tier) on a compact open_clip CLIP; no pretrained CLIP is "
-                          "available offline, so the image tower and the logit scale were trained from scratch "
-                          "together with the prompts (text tower frozen at its random initialisation). Tiers: "
-                          "low = degraded crop, medium = cross-fitted medium restorer output, high = clean crop; "
-                          f"{config.perceiver_crop}x{config.perceiver_crop} synchronised crops resized to the CLIP "
-                          "input (224)." if config.clip is None else
-                          f"CoOp prompts on frozen CLIP {config.clip}"),
-                metrics={"held_out_three_tier_accuracy": {k: round(v, 4) for k, v in perceiver_metrics.items()},
-                         "held_out_data": "32 held-out CBSD432 images and held-out synthetic microscopy seeds"})
     if ship_perceiver:
+        perceiver_path = zoo.WEIGHTS_DIR / f"{perceiver_name}.safetensors"
+        card = dict(common, name=perceiver_name, kind="perceiver", stored_dtype="float16",
+                    steps=int(shipped_perceiver_state["step"]),
+                    wall_time_minutes=round(float(shipped_perceiver_state["seconds"]) / 60, 1),
+                    trained_in=str(perceiver_folder),
+                    training=("CoOp prompts (16 tokens per tier) on a compact open_clip CLIP; no pretrained CLIP is "
+                              "available offline, so the image tower and the logit scale were trained from scratch "
+                              "together with the prompts (text tower frozen at its random initialisation). Tiers: "
+                              "low = degraded crop, medium = cross-fitted medium restorer output, high = clean crop; "
+                              f"{config.perceiver_crop}x{config.perceiver_crop} synchronised crops resized to the CLIP "
+                              "input (224)." if config.clip is None else
+                              f"CoOp prompts on frozen CLIP {config.clip}"),
+                    metrics={"held_out_three_tier_accuracy": {k: round(v, 4) for k, v in perceiver_metrics.items()},
+                             "held_out_data": "32 held-out CBSD432 images and held-out synthetic microscopy seeds"})
         perceiver_sha = zoo.save_weights(perceiver, perceiver_path, card=card, dtype=torch.float16)
         zoo.register(perceiver_name, "perceiver", perceiver_path.name, perceiver_sha,
                      "Compact open_clip CLIP + learned tier prompts (image tower trained from scratch), trained by "
@@ -1031,7 +1033,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["shipped"] = ship(config, run_folder, restorer, perceiver, perceiver_metrics, validation_tasks, command,
                                  restorer_name=arguments.restorer_name, perceiver_name=arguments.perceiver_name,
                                  perceiver_folder=arguments.perceiver_from,
-                                 ship_perceiver=not arguments.restorer_only)
+                                 ship_perceiver=not arguments.restorer_only, separate_ship=arguments.ship)
     if runtime.main:
         print(f"done in {(time.monotonic() - begin) / 60:.1f} min", flush=True)
     if runtime.distributed:

@@ -25,6 +25,8 @@ RESTORER_VARIANTS = {
     "compact-cfe-sgm": dict(),
     "compact-plain": dict(cfe=False, sgm=False),
     "compact-cfe-only": dict(sgm=False),
+    "compact-full-res": dict(backbone_args={"width": 8, "encoder_blocks": [1, 1], "latent_blocks": 1,
+                                            "decoder_blocks": [1, 1], "full_res_width": 4}),
     "restormer-cfe-sgm": dict(backbone="restormer", backbone_args=TINY_RESTORMER),
     "compact-clip-sgm": dict(semantic="clip", semantic_args={"vision_cfg": {**tiny_clip()["vision_cfg"], "layers": 3},
                                                              "embed_dim": 32, "depths": [0, 1, 2]}),
@@ -68,6 +70,29 @@ def test_backbones_reject_bad_channels() -> None:
         RestorerConfig(backbone="unet")
     with pytest.raises(ValueError, match="sgm=True needs a condition"):
         RestorerConfig(cfe=False, sgm=True, semantic="none")
+
+
+def test_full_res_path_grows_a_trained_compact_net_without_changing_its_output() -> None:
+    torch.manual_seed(0)
+    small = CompactUNet(3, 8, (1, 1), 1, (1, 1))
+    for parameter in small.parameters():  # stand-in for trained weights: nothing zero any more
+        parameter.data.normal_(0, 0.2)
+    grown = CompactUNet(3, 8, (1, 1), 1, (1, 1), full_res_width=4, full_res_blocks=2)
+    missing, unexpected = grown.load_state_dict(small.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("full_res.") for k in missing)
+    x = torch.rand(2, 3, 21, 34)
+    with torch.no_grad():
+        assert torch.equal(grown(x), small(x))
+    # once trained, the path is used: after one step the outputs differ
+    out = grown(x)
+    (out - x).square().mean().backward()
+    assert grown.full_res["tail"].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        for parameter in grown.full_res.parameters():
+            parameter -= 0.1 * parameter.grad if parameter.grad is not None else 0
+        assert not torch.equal(grown(x), small(x))
+    with pytest.raises(ValueError, match="full_res_width"):
+        CompactUNet(3, 8, full_res_width=-1)
 
 
 def test_guidance_starts_as_identity() -> None:

@@ -152,7 +152,7 @@ def test_resume_continues_an_interrupted_phase(smoke_run, tmp_path):
 
 
 @needs_datasets
-def test_ship_writes_registered_weights_with_model_cards(smoke_run, tmp_path, monkeypatch):
+def test_ship_writes_registered_weights_with_model_cards(smoke_run, tmp_path, monkeypatch, capsys):
     from perceive_ir import zoo
 
     folder, _ = smoke_run
@@ -174,6 +174,15 @@ def test_ship_writes_registered_weights_with_model_cards(smoke_run, tmp_path, mo
         torch.rand(2, 3, 32, 32)).shape == (2, 3)
     seed = run.load_checkpoint(tmp_path / "checkpoints" / "smoke" / "restorer.pt")
     assert seed["step"] == 8 and "optimizer" not in seed and result["shipped"]["restorer"] == str(restorer_file)
+    # shipped models are never replaced unless asked: not by --ship, not by a run that ships at its end
+    shipped = restorer_file.read_bytes()
+    with pytest.raises(SystemExit, match="already shipped.*--overwrite"):
+        run.main(["--out", str(folder), "--ship"])
+    result = run.main(["--out", str(folder), "--resume", "--override", "ship=true"])
+    assert "shipped" not in result and restorer_file.read_bytes() == shipped
+    assert "not shipped" in capsys.readouterr().out
+    result = run.main(["--out", str(folder), "--ship", "--overwrite"])
+    assert result["shipped"]["restorer"] == str(restorer_file)
     # named versions, and a perceiver trained in another run folder
     other = tmp_path / "longer-perceiver"
     other.mkdir()
@@ -325,6 +334,102 @@ def test_process_clock_is_validated():
     assert configs.resolve_config("smoke", clock="process").clock == "process"
     with pytest.raises(ValueError, match="clock"):
         configs.resolve_config("smoke", clock="gpu")
+
+
+def test_gray_sources_are_degraded_as_one_plane_like_gray_inputs_at_inference():
+    # a gray image given to restore() is replicated to three identical channels; training
+    # samples of gray sources must look the same (identical noise in every channel)
+    gray = (np.arange(40 * 50, dtype=np.float64).reshape(40, 50) % 251).astype(np.uint8)
+    colour = np.stack([gray, gray[::-1], gray[:, ::-1]], axis=-1)
+    noise = data._noise_degradation((), (20.0, 30.0))
+    task = data.SynthesizedTask("noise", [gray, colour], noise)
+    degraded, clean = task.region(0, 32, np.random.default_rng(0))
+    assert degraded.shape == clean.shape == (32, 32, 3)
+    np.testing.assert_array_equal(degraded[..., 0], degraded[..., 2])
+    np.testing.assert_array_equal(clean[..., 0], clean[..., 1])
+    assert 15 / 255 < float(np.std(degraded - clean)) < 35 / 255
+    # colour sources keep independent noise per channel
+    degraded, clean = task.region(1, 32, np.random.default_rng(0))
+    residual = degraded - clean
+    assert abs(float(np.corrcoef(residual[..., 0].ravel(), residual[..., 1].ravel())[0, 1])) < 0.2
+    # the old order (replicate, then degrade) stays available for comparison
+    old = data.SynthesizedTask("noise", [gray], noise, gray_planes=False)
+    degraded, _ = old.region(0, 32, np.random.default_rng(0))
+    assert float(np.abs(degraded[..., 0] - degraded[..., 2]).max()) > 0.05
+    # the config chooses, and built tasks follow it
+    assert configs.resolve_config("smoke").gray_sources == "plane"
+    with pytest.raises(ValueError, match="gray_sources"):
+        configs.resolve_config("smoke", gray_sources="rgb")
+    # checkpoints written before the field existed were trained on replicated-then-degraded gray
+    stored = run.stored_config({"config": {k: v for k, v in configs.resolve_config("smoke").to_dict().items()
+                                           if k != "gray_sources"}})
+    assert stored["gray_sources"] == "replicated"
+    assert run.config_changes(stored, configs.resolve_config("smoke").to_dict()) == {
+        "gray_sources": ["replicated", "plane"]}
+
+
+@needs_datasets
+def test_built_in_tasks_follow_the_gray_sources_setting():
+    bsd400 = len(data._list_images(data.DATASETS_DIR / "bsd400"))
+    assert bsd400 > 0  # the first training images are BSD400's gray ones
+    for setting, identical in (("plane", True), ("replicated", False)):
+        config = configs.resolve_config("smoke", gray_sources=setting)
+        for task in data.build_tasks(config, "train"):
+            if task.name == "noise":
+                degraded, _ = task.region(0, 32, np.random.default_rng(1))
+                assert np.array_equal(degraded[..., 0], degraded[..., 1]) == identical
+
+
+def test_init_from_grows_a_trained_restorer(smoke_run, tmp_path):
+    folder, _ = smoke_run
+    for phase in ("medium0", "medium1", "perceiver"):
+        run.save_checkpoint(tmp_path / f"{phase}.pt", run.load_checkpoint(folder / f"{phase}.pt"))
+    smoke_args = configs.resolve_config("smoke").backbone_args
+    grown_args = json.dumps(dict(smoke_args, full_res_width=4))
+    source = folder / "restorer.pt"
+    result = run.main(["--out", str(tmp_path), "--resume", "--stage", "2", "--override", f"init_from={json.dumps(str(source))}",
+                       "--override", f"backbone_args={grown_args}", "--override", "steps=2"])
+    assert result["restorer_step"] == 2
+    state = run.load_checkpoint(tmp_path / "restorer.pt")
+    provenance = state["initialised_from"]
+    assert provenance["step"] == 8 and provenance["path"] == str(source)
+    assert provenance["changed"]["backbone_args"][1]["full_res_width"] == 4
+    assert any(name.startswith("backbone.full_res.") for name in provenance["added_parameters"])
+    # the weights that were there came from the source (trained 2 more steps at a small learning rate)
+    before = run.load_checkpoint(source)["models"]["model"]
+    after = state["models"]["model"]
+    assert set(before) < set(after)
+    assert all(torch.allclose(before[k].float(), after[k].float(), atol=0.05) for k in before)
+    # a model that cannot hold the stored weights is refused, naming the problem
+    other = tmp_path / "other"
+    other.mkdir()
+    for phase in ("medium0", "medium1", "perceiver"):
+        run.save_checkpoint(other / f"{phase}.pt", run.load_checkpoint(folder / f"{phase}.pt"))
+    wider = json.dumps(dict(smoke_args, width=12))
+    with pytest.raises(ValueError, match="does not fit the new model"):
+        run.main(["--out", str(other), "--resume", "--stage", "2", "--override", f"init_from={json.dumps(str(source))}",
+                  "--override", f"backbone_args={wider}", "--override", "steps=2"])
+    with pytest.raises(FileNotFoundError, match="no restorer checkpoint"):
+        run.main(["--out", str(other), "--resume", "--stage", "2", "--override",
+                  f"init_from={json.dumps(str(tmp_path / 'nowhere'))}", "--override", "steps=2"])
+
+
+@needs_datasets
+def test_backbone_probe_trains_each_variant_and_reports_set12(tmp_path, capsys):
+    import backbone_probe
+
+    out = tmp_path / "probe.json"
+    results = backbone_probe.main(["--minutes", "0.02", "--crop", "32", "--batch", "4", "--json", str(out),
+                                   "--variant", 'small={"width": 8, "latent_blocks": 1}',
+                                   "--variant", 'small-full-res={"width": 8, "latent_blocks": 1, "full_res_width": 4}'])
+    assert list(results) == ["small", "small-full-res"]
+    assert results["small-full-res"]["parameters"] > results["small"]["parameters"]
+    for values in results.values():
+        assert values["steps"] >= 1 and values["s_per_mp"] > 0
+        # barely trained: near the noisy input (24.7 / 20.4 / 14.8 dB), finite and ordered by noise level
+        assert 10 < values["set12_50"] < values["set12_25"] < values["set12_15"] < 40
+    assert "| small-full-res |" in capsys.readouterr().out
+    assert json.loads(out.read_text())["variants"]["small"] == {"width": 8, "latent_blocks": 1}
 
 
 def test_task_weights_set_the_share_of_each_task_in_every_cycle():

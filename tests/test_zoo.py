@@ -128,6 +128,30 @@ def test_bundled_zoo_table_is_consistent() -> None:
             loader(entry.name)
 
 
+def test_bundled_default_restores_the_demo_sample() -> None:
+    """The shipped weights are trained, not random: the `make demo` sample gains > 8 dB (measured 20.3 -> 31.6)."""
+    from pathlib import Path
+
+    import numpy as np
+    import tifffile
+
+    from perceive_ir import restore
+
+    samples = Path(__file__).resolve().parents[1] / "sample_data"
+    degraded = tifffile.imread(samples / "fluorescence_degraded.tif")
+    clean = tifffile.imread(samples / "fluorescence_clean.tif")
+    # a centre crop keeps the test fast; the model sees it as it would the whole image
+    window = tuple(slice(max(0, (n - 256) // 2), max(0, (n - 256) // 2) + 256) for n in degraded.shape)
+    degraded, clean = degraded[window], clean[window]
+    restored = restore(degraded, model="default", device="cpu", out_dtype="float32")
+
+    def squared_error(image: np.ndarray) -> float:
+        return float(np.mean((image.astype(np.float64) - clean.astype(np.float64)) ** 2))
+
+    gain_db = 10 * np.log10(squared_error(degraded) / squared_error(restored))  # PSNR gain, any data range
+    assert gain_db > 8.0
+
+
 def test_no_pickle_in_package() -> None:
     """Weights are never unpickled: no torch.load without weights_only=True in the package."""
     import pathlib

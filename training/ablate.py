@@ -58,6 +58,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/ablation", help="folder of the variants' run folders")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of every run")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--override", action="append", default=[], metavar="FIELD=JSON",
+                        help="a config override applied to every variant (before the variant's own), "
+                             "e.g. 'tasks=[\"noise\"]' or gray_sources=\"replicated\"")
     return parser.parse_args(argv)
 
 
@@ -74,6 +77,8 @@ def train_variant(name: str, arguments: argparse.Namespace) -> Path:
     command = [sys.executable, str(Path(__file__).resolve().parent / "run.py"), "--out", str(folder), "--resume",
                "--stage", "2", "--minutes", str(arguments.minutes), "--threads", str(arguments.threads),
                "--override", "ship=false", "--override", "clock=process"]
+    for pair in arguments.override:
+        command += ["--override", pair]
     for field, value in VARIANTS[name].items():
         command += ["--override", f"{field}={json.dumps(value)}"]
     print("$ " + " ".join(command), flush=True)

@@ -55,6 +55,12 @@ class TrainConfig:
     data_root : str or None
         Root of the ``folders`` layout (``Train/Denoise``, ``Train/Derain``,
         ``Train/Dehaze``, ``GoPro/train``, ``LOL/our485``).
+    gray_sources : str
+        How a gray source image becomes a 3-channel training sample: ``"plane"`` degrades
+        the gray plane, then replicates it (the channels share the noise, as when the
+        inference API replicates a gray plane); ``"replicated"`` replicates, then degrades
+        each channel independently (what runs did before this field existed; checkpoints
+        without the field are read as ``"replicated"``).
     task_weights : dict
         Relative share of each stage-2 task in the training samples (task name ->
         positive integer; tasks not named get 1). The medium restorers and the perceiver
@@ -94,6 +100,13 @@ class TrainConfig:
     backbone, backbone_args, semantic, semantic_args, cfe, sgm, embed_dim :
         Stage-2 restorer architecture (``RestorerConfig`` fields). ``semantic_args``
         of ``"clip"`` is filled from the perceiver's image tower.
+    init_from : str or None
+        Start stage 2 from the restorer of another run (its folder or its ``restorer.pt``)
+        instead of from scratch: every stored weight must fit the new model (same names
+        and shapes); parameters the new model adds (e.g. ``full_res_width`` in
+        ``backbone_args``) keep their initialisation, which for the compact backbone
+        leaves the output unchanged. The source's step, minutes and history go into the
+        checkpoint and the model card.
     dinov2_file : str or None
         Pretrained DINOv2 weights for ``semantic="dinov2"``.
     vgg_file : str or None
@@ -135,6 +148,7 @@ class TrainConfig:
     tasks: tuple[str, ...] = TASKS_COMPACT
     data_source: str = "builtin"
     data_root: str | None = None
+    gray_sources: str = "plane"
     task_weights: dict[str, int] = field(default_factory=dict)
     noise_sigmas: tuple[float, ...] = ()
     noise_range: tuple[float, float] = (5.0, 55.0)
@@ -173,6 +187,7 @@ class TrainConfig:
     embed_dim: int = 128
     semantic: str = "clip"
     semantic_args: dict[str, Any] = field(default_factory=lambda: {"depths": [1, 2, 3]})
+    init_from: str | None = None
     dinov2_file: str | None = None
     vgg_file: str | None = None
     steps: int = 1_000_000
@@ -215,6 +230,8 @@ class TrainConfig:
             raise ValueError(f"region_size must be >= crop_size, got {self.region_size} vs {self.crop_size}")
         if self.data_source not in ("builtin", "folders"):
             raise ValueError(f"data_source must be 'builtin' or 'folders', got {self.data_source!r}")
+        if self.gray_sources not in ("plane", "replicated"):
+            raise ValueError(f"gray_sources must be 'plane' or 'replicated', got {self.gray_sources!r}")
         if self.clock not in ("wall", "process"):
             raise ValueError(f"clock must be 'wall' or 'process', got {self.clock!r}")
         if self.batch_size < 2:

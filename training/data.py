@@ -19,8 +19,12 @@ positions come from a generator seeded by ``(seed, epoch, index)``. Each sample 
 crop of the same degraded region (the InfoNCE positive), the task index and the image's
 cross-fitting fold.
 
-Every region is 3-channel: grayscale images are replicated, so one RGB model serves both
-(the inference API replicates gray planes and averages the output channels).
+Every region is 3-channel, so one RGB model serves both gray and colour images. A gray
+source image is degraded as one plane and then replicated (``gray_sources="plane"``), so its
+three channels carry the same noise, exactly what the model sees when the inference API
+replicates a gray plane (it averages the output channels back). The older order,
+``"replicated"`` (replicate, then degrade each channel independently), taught the model to
+average noise across channels, which fails on gray inputs whose channels are identical.
 
 Folder layout (``data_source="folders"``, the PromptIR / AdaIR convention)::
 
@@ -92,6 +96,22 @@ def to_float_rgb(image: np.ndarray) -> np.ndarray:
     if result.shape[-1] == 1:
         result = np.repeat(result, 3, axis=-1)
     return np.ascontiguousarray(result[..., :3])
+
+
+def _source_float(image: np.ndarray, gray_planes: bool = True) -> np.ndarray:
+    """uint8 or float (Y, X[, C]) -> float32 in [0, 1]: gray kept as one (Y, X) plane
+    (``gray_planes``, degraded before replication) or replicated to (Y, X, 3) at once."""
+    if not gray_planes:
+        return to_float_rgb(image)
+    result = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    if result.ndim == 3 and result.shape[-1] == 1:
+        result = result[..., 0]
+    return np.ascontiguousarray(result if result.ndim == 2 else result[..., :3])
+
+
+def _replicated(image: np.ndarray) -> np.ndarray:
+    """A gray (Y, X) plane or an RGB image as float32 (Y, X, 3)."""
+    return to_float_rgb(np.asarray(image, dtype=np.float32))
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -174,15 +194,15 @@ class SynthesizedTask(Task):
     name: str
     images: Sequence[np.ndarray]
     degrade_function: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    gray_planes: bool = True
 
     def __len__(self) -> int:
         return len(self.images)
 
     def region(self, index: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         image = _fit(self.images[index], size)
-        window = _random_window(image.shape, size, rng)
-        clean = to_float_rgb(image[window])
-        return self.degrade_function(clean, rng).astype(np.float32), clean
+        clean = _source_float(image[_random_window(image.shape, size, rng)], self.gray_planes)
+        return _replicated(self.degrade_function(clean, rng)), _replicated(clean)
 
 
 @dataclass
@@ -232,15 +252,16 @@ class NoisyFolderTask(Task):
     name: str
     files: list[Path]
     sigmas: tuple[float, ...]
+    gray_planes: bool = True
 
     def __len__(self) -> int:
         return len(self.files)
 
     def region(self, index: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         image = _fit(load_image(self.files[index]), size)
-        clean = to_float_rgb(image[_random_window(image.shape, size, rng)])
+        clean = _source_float(image[_random_window(image.shape, size, rng)], self.gray_planes)
         sigma = float(self.sigmas[int(rng.integers(len(self.sigmas)))])
-        return add_gaussian_noise(clean, sigma, rng=rng), clean
+        return _replicated(add_gaussian_noise(clean, sigma, rng=rng)), _replicated(clean)
 
 
 # -- degradations of the built-in data ----------------------------------------------------
@@ -264,15 +285,17 @@ def _kind_degradation(kind: str) -> Callable:
 
 def _builtin_tasks(config: Any, split: str) -> list[Task]:
     images = natural_images(split)
+    gray_planes = config.gray_sources == "plane"
     tasks: list[Task] = []
     for name in config.tasks:
         if name == "microscopy":
             count = 4000 if split == "train" else 256
             tasks.append(MicroscopyTask(name, count=count, seed=config.seed + (0 if split == "train" else 1_000_003)))
         elif name == "noise":
-            tasks.append(SynthesizedTask(name, images, _noise_degradation(config.noise_sigmas, config.noise_range)))
+            tasks.append(SynthesizedTask(name, images, _noise_degradation(config.noise_sigmas, config.noise_range),
+                                         gray_planes))
         elif name in ("rain", "haze", "motion_blur", "low_light"):
-            tasks.append(SynthesizedTask(name, images, _kind_degradation(name)))
+            tasks.append(SynthesizedTask(name, images, _kind_degradation(name), gray_planes))
         else:
             raise ValueError(
                 f"unknown task {name!r} for the built-in data; expected noise, rain, haze, motion_blur, "
@@ -330,7 +353,8 @@ def _folder_tasks(config: Any, split: str) -> list[Task]:
         held_out = max(1, len(files) // 50)  # the last 2% of each task for validation
         chosen = files[-held_out:] if split == "validation" else files[:-held_out]
         if name == "noise":
-            tasks.append(NoisyFolderTask(name, chosen, config.noise_sigmas or (15.0, 25.0, 50.0)))
+            tasks.append(NoisyFolderTask(name, chosen, config.noise_sigmas or (15.0, 25.0, 50.0),
+                                         config.gray_sources == "plane"))
         else:
             tasks.append(PairedTask(name, chosen))
     return tasks

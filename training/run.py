@@ -96,6 +96,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                              "the restorer keeps the semantic tower it was trained with")
     parser.add_argument("--restorer-only", action="store_true",
                         help="with --ship: ship the restorer alone, leaving the zoo's perceivers untouched")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="shipping may replace models already in the package under the same names (a run that "
+                             "ships at its end otherwise leaves them alone and says how to ship under new names)")
     parser.add_argument("--override", action="append", default=[], metavar="FIELD=JSON",
                         help="override a config field, e.g. --override batch_size=4 (repeatable)")
     return parser.parse_args(argv)
@@ -416,6 +419,34 @@ def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in module.state_dict().items() if not k.startswith("semantic.")}
 
 
+def grow_from_checkpoint(restorer: Restorer, source: Path, config: TrainConfig) -> dict[str, Any]:
+    """Load the restorer weights of ``source`` (a run folder or its ``restorer.pt``) into ``restorer``.
+
+    Every stored weight must exist in ``restorer`` with the same shape; parameters that only
+    ``restorer`` has keep their initialisation. Returns the provenance kept in checkpoints
+    and model cards.
+    """
+    path = source / "restorer.pt" if source.is_dir() else source
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: no restorer checkpoint at '{path}'")
+    state = load_checkpoint(path)
+    if state.get("phase") != "restorer":
+        raise ValueError(f"init_from: '{path}' is a {state.get('phase')!r} checkpoint, not a restorer one")
+    stored = state["models"]["model"]
+    target = trainable_state(restorer)
+    missing = sorted(k for k in stored if k not in target)
+    mismatched = sorted(k for k in stored if k in target and tuple(stored[k].shape) != tuple(target[k].shape))
+    if missing or mismatched:
+        raise ValueError(f"init_from: '{path}' does not fit the new model: not in it {missing[:5]}, other shapes "
+                         f"{mismatched[:5]} (a grown model must keep every stored weight)")
+    restorer.load_state_dict(stored, strict=False)
+    added = sorted(k for k in target if k not in stored)
+    return {"path": str(path), "step": int(state["step"]), "minutes": round(float(state["seconds"]) / 60, 1),
+            "history": list(state.get("history", [])),
+            "changed": config_changes(stored_config(state), config.to_dict()),
+            "added_parameters": sorted({k.rsplit(".", 1)[0] for k in added})}
+
+
 # =========================================================================================
 # one training phase: schedule, logging, checkpoints, resume
 # =========================================================================================
@@ -454,11 +485,18 @@ def config_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, l
 
 
 def stored_config(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's config with the defaults of fields it predates filled in."""
+    """A checkpoint's config with the defaults of fields it predates filled in.
+
+    ``gray_sources`` is the exception: checkpoints written before the field existed were
+    trained on gray images replicated before degradation, so it is filled in as
+    ``"replicated"``, and a resume under today's default records the change.
+    """
+    values = dict(state.get("config", {}))
+    values.setdefault("gray_sources", "replicated")
     try:
-        return config_from_dict(dict(state.get("config", {}))).to_dict()
+        return config_from_dict(values).to_dict()
     except (TypeError, ValueError):  # written by another version: compare what is there
-        return dict(state.get("config", {}))
+        return values
 
 
 def learning_rate(base: float, minimum: float, progress: float, step: int, warmup_steps: int) -> float:
@@ -728,6 +766,12 @@ def train_restorer(config: TrainConfig, mediums: list[Restorer], perceiver: Qual
                    run_folder: Path, runtime: Runtime, log: TrainingLog) -> tuple[Restorer, dict[str, Any]]:
     device = runtime.device
     restorer = build_restorer(config, perceiver).to(device)
+    initialised_from: dict[str, Any] = {}
+    if config.init_from and not (run_folder / "restorer.pt").exists():
+        initialised_from = grow_from_checkpoint(restorer, Path(config.init_from), config)
+        if runtime.main:
+            print(f"[restorer] initialised from {initialised_from['path']} (step {initialised_from['step']}); "
+                  f"new: {initialised_from['added_parameters']}", flush=True)
     trained = wrap_for_training(RestorerTrainingStep(restorer), runtime)
     parameters = [p for p in restorer.parameters() if p.requires_grad]
     optimizer = optimizer_for([(parameters, config.lr)], config.weight_decay)
@@ -780,10 +824,12 @@ def train_restorer(config: TrainConfig, mediums: list[Restorer], perceiver: Qual
     def load_extra(state: dict[str, Any]) -> None:
         if "beta" in state:
             beta.copy_(state["beta"])
+        initialised_from.update(state.get("initialised_from", {}))
 
     phase = Phase("restorer", 2, {"model": restorer}, optimizer, make_loader(dataset, config.batch_size, runtime, config),
                   step_function, config.steps, config.minutes, hook=measure_beta, hook_every=config.beta_every,
-                  extra_state=lambda: {"beta": beta.clone(), "metrics": dict(state_metrics)},
+                  extra_state=lambda: {"beta": beta.clone(), "metrics": dict(state_metrics),
+                                       "initialised_from": dict(initialised_from)},
                   load_extra_state=load_extra, state_filter=trainable_state)
     state = run_phase(phase, config, run_folder, runtime, log)
     return restorer.eval(), state
@@ -836,7 +882,7 @@ def loss_description(config: TrainConfig) -> str:
 def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: QualityPerceiver,
          perceiver_metrics: dict[str, float], validation_tasks, command: str, restorer_name: str | None = None,
          perceiver_name: str | None = None, perceiver_folder: Path | None = None,
-         ship_perceiver: bool = True, separate_ship: bool = False) -> dict[str, Any]:
+         ship_perceiver: bool = True, separate_ship: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Save both models into the package's weights folder with model cards, register their sha256,
     and copy a compact resume checkpoint into ``training/checkpoints/<config>/``.
 
@@ -847,10 +893,21 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
     the restorer alone and leaves the zoo's perceivers as they are. ``separate_ship``: the
     call only ships finished checkpoints, so the cards name ``command`` the shipping command
     rather than the training command.
+
+    Raises
+    ------
+    FileExistsError
+        A model is already shipped under one of the names and ``overwrite`` is False
+        (nothing is written).
     """
     device = torch.device("cpu")
     restorer_name = restorer_name or zoo.DEFAULT_RESTORER
     perceiver_name = perceiver_name or zoo.DEFAULT_PERCEIVER
+    targets = [restorer_name] + ([perceiver_name] if ship_perceiver else [])
+    existing = [name for name in targets if (zoo.WEIGHTS_DIR / f"{name}.safetensors").exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing} already shipped in '{zoo.WEIGHTS_DIR}': ship under new names "
+                              "(--restorer-name / --perceiver-name, --restorer-only) or pass --overwrite to replace them")
     states = {name: load_checkpoint(run_folder / f"{name}.pt") for name in PHASES}
     if perceiver_folder is None:
         perceiver_folder, shipped_perceiver_state = Path(run_folder), states["perceiver"]
@@ -912,12 +969,16 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
                 steps=int(restorer_state["step"]),
                 losses=loss_description(config),
                 training_history=restorer_state.get("history", []),
+                initialised_from=restorer_state.get("initialised_from") or None,
                 perceptual_features=("VGG16 relu1_2/2_2/3_2/3_3" if config.vgg_file else
                                      "fixed random conv pyramid (no VGG16 weights offline; see training/losses.py)"),
                 dpl_proxies="the two cross-fitted medium restorers of stage 1",
                 perceiver_in_training=(f"the run's own stage-1 perceiver ({int(states['perceiver']['step'])} steps) gave "
                                        "L_clip and the frozen semantic tower (stored in this file)"),
-                gray_images="replicated to 3 channels during training; the inference API averages the output channels",
+                gray_images=("degraded as one plane, then replicated to 3 channels (the channels share the noise, as "
+                             "a gray input's do at inference)" if config.gray_sources == "plane" else
+                             "replicated to 3 channels, then degraded channel by channel")
+                + "; the inference API replicates gray planes and averages the output channels",
                 metrics={**{k: round(v, 3) for k, v in metrics.items()},
                          "set12_protocol": "gray Set12, noise added in float64 with np.random.seed(0) per image, unclipped "
                                            "input, output clipped to [0, 1], whole-image inference",
@@ -1030,10 +1091,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ---- ship ---------------------------------------------------------------------------------
     if runtime.main and (config.ship or arguments.ship):
-        result["shipped"] = ship(config, run_folder, restorer, perceiver, perceiver_metrics, validation_tasks, command,
-                                 restorer_name=arguments.restorer_name, perceiver_name=arguments.perceiver_name,
-                                 perceiver_folder=arguments.perceiver_from,
-                                 ship_perceiver=not arguments.restorer_only, separate_ship=arguments.ship)
+        try:
+            result["shipped"] = ship(config, run_folder, restorer, perceiver, perceiver_metrics, validation_tasks,
+                                     command, restorer_name=arguments.restorer_name,
+                                     perceiver_name=arguments.perceiver_name, perceiver_folder=arguments.perceiver_from,
+                                     ship_perceiver=not arguments.restorer_only, separate_ship=arguments.ship,
+                                     overwrite=arguments.overwrite)
+        except FileExistsError as error:
+            if arguments.ship:
+                raise SystemExit(f"not shipped: {error}") from None
+            # the end of a training run: the checkpoints are complete, the shipped models stay as they are
+            print(f"not shipped: {error}\nship later with: python training/run.py --out {run_folder} --ship "
+                  "--restorer-name NAME [--restorer-only]", flush=True)
     if runtime.main:
         print(f"done in {(time.monotonic() - begin) / 60:.1f} min", flush=True)
     if runtime.distributed:

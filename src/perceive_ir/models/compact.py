@@ -40,7 +40,7 @@ def _stage(channels: int, depth: int) -> nn.Sequential:
 
 
 class CompactUNet(nn.Module):
-    """Three-level residual U-Net working at 1/2, 1/4 and 1/8 resolution.
+    """Three-level residual U-Net working at 1/2, 1/4 and 1/8 resolution (optionally full too).
 
     Parameters
     ----------
@@ -54,6 +54,14 @@ class CompactUNet(nn.Module):
         Residual blocks at the 1/8 level.
     decoder_blocks : sequence of int
         Residual blocks at the 1/4 and 1/2 levels of the decoder.
+    full_res_width : int
+        Channels of an optional full-resolution path (0: none). A stem of
+        ``full_res_blocks`` residual blocks feeds the 1/2 level and a full-resolution
+        decoder of as many blocks adds its own output residual. Both junctions start at
+        zero, so a network grown with this path from trained weights computes exactly what
+        it did before, and training starts from there.
+    full_res_blocks : int
+        Residual blocks in the full-resolution stem and in its decoder.
 
     Notes
     -----
@@ -70,6 +78,8 @@ class CompactUNet(nn.Module):
         encoder_blocks: Sequence[int] = (2, 2),
         latent_blocks: int = 4,
         decoder_blocks: Sequence[int] = (2, 2),
+        full_res_width: int = 0,
+        full_res_blocks: int = 1,
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
@@ -97,17 +107,37 @@ class CompactUNet(nn.Module):
         nn.init.zeros_(self.tail[0].weight)
         nn.init.zeros_(self.tail[0].bias)
         self.guidance_channels: tuple[int, ...] = (w3, w2, w1)
+        if full_res_width < 0 or full_res_blocks < 1:
+            raise ValueError(f"full_res_width must be >= 0 and full_res_blocks >= 1, got {full_res_width}, {full_res_blocks}")
+        self.full_res = None
+        if full_res_width:
+            f = full_res_width
+            self.full_res = nn.ModuleDict({
+                "stem": nn.Sequential(nn.Conv2d(in_channels, f, 3, padding=1), *[ResidualBlock(f) for _ in range(full_res_blocks)]),
+                "down": nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * f, w1, 3, padding=1)),
+                "up": nn.Sequential(nn.Conv2d(w1, 4 * f, 1), nn.PixelShuffle(2)),
+                "decoder": _stage(f, full_res_blocks),
+                "tail": nn.Conv2d(f, in_channels, 3, padding=1),
+            })
+            for junction in (self.full_res["down"][1], self.full_res["tail"]):
+                nn.init.zeros_(junction.weight)
+                nn.init.zeros_(junction.bias)
 
     def forward(self, x: torch.Tensor, modulate: Modulator | None = None) -> torch.Tensor:
         """Restore ``x`` (N, C, H, W); ``modulate`` is applied at the guidance points."""
         height, width = x.shape[-2:]
         padded = pad_to_multiple(x, self.multiple)
         hook = modulate if modulate is not None else (lambda _level, feature: feature)
-        e1 = self.encoder1(self.intro(padded))
+        full = self.full_res
+        stem = full["stem"](padded) if full is not None else None
+        e1 = self.intro(padded)
+        e1 = self.encoder1(e1 if full is None else e1 + full["down"](stem))
         e2 = self.encoder2(self.down1(e1))
         latent = hook(0, self.latent(self.down2(e2)))
         d2 = hook(1, self.decoder2(self.up2(latent) + e2))
         d1 = hook(2, self.decoder1(self.up1(d2) + e1))
         out = self.tail(d1) + padded
+        if full is not None:
+            out = out + full["tail"](full["decoder"](full["up"](d1) + stem))
         return out[..., :height, :width]
 

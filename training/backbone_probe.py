@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from configs import TrainConfig
-from data import DATASETS_DIR, _list_images, load_image, set12_images
+from data import DATASETS_DIR, _list_images, load_image
+from run import evaluate_set12, learning_rate
 
 from perceive_ir.models import CompactUNet
 
@@ -54,16 +54,15 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def train_and_measure(arguments_of_net: dict, minutes: float, crop: int, batch: int, seed: int,
-                      images: list[np.ndarray], set12: list[np.ndarray]) -> dict:
+                      images: list[np.ndarray]) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = CompactUNet(1, **{**TrainConfig().backbone_args, **arguments_of_net})
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     started, step = time.process_time(), 0
     while (spent := (time.process_time() - started) / 60) < minutes:
-        rate = 1e-6 + 0.5 * (1e-3 - 1e-6) * (1 + math.cos(math.pi * spent / minutes))
         for group in optimizer.param_groups:
-            group["lr"] = rate * min(1.0, (step + 1) / 100)
+            group["lr"] = learning_rate(1e-3, 1e-6, spent / minutes, step, warmup_steps=100)
         crops = []
         for _ in range(batch):
             image = images[rng.integers(len(images))]
@@ -80,14 +79,8 @@ def train_and_measure(arguments_of_net: dict, minutes: float, crop: int, batch: 
     model.eval()
     result = {"steps": step, "parameters": sum(p.numel() for p in model.parameters())}
     with torch.no_grad():
-        for level in (15, 25, 50):
-            scores = []
-            for clean in set12:
-                np.random.seed(0)
-                noisy = (clean.astype(np.float64) + np.random.normal(0, level / 255, clean.shape)).astype(np.float32)
-                out = model(torch.from_numpy(noisy)[None, None])[0, 0].clamp(0, 1).numpy()
-                scores.append(10 * np.log10(1 / np.mean((out - clean) ** 2)))
-            result[f"set12_{level}"] = round(float(np.mean(scores)), 2)
+        for key, value in evaluate_set12(model, torch.device("cpu")).items():
+            result[key.replace("sigma", "")] = round(value, 2)
         x = torch.rand(1, 1, 512, 512)
         model(x)
         begin = time.perf_counter()
@@ -108,11 +101,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     if not images:
         raise SystemExit(f"no BSD400 images under '{DATASETS_DIR / 'bsd400'}'")
     images = [image if image.ndim == 2 else image.mean(axis=-1) for image in images]
-    set12 = [image for _, image in set12_images()]
     results = {}
     for name, net_arguments in variants.items():
         results[name] = train_and_measure(net_arguments, arguments.minutes, arguments.crop, arguments.batch,
-                                          arguments.seed, images, set12)
+                                          arguments.seed, images)
         print(json.dumps({name: results[name]}), flush=True)
     print(f"\nDenoising only, BSD400 gray, {arguments.minutes:g} CPU min per variant, {arguments.threads} thread(s); "
           "Set12 PSNR dB\n\n| variant | arguments | parameters | steps | Set12 σ15 | σ25 | σ50 | s / MP (512², 1 call) |\n"

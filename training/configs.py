@@ -20,7 +20,8 @@ import difflib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["TrainConfig", "EXPERIMENTS", "resolve_config", "config_from_dict", "TASKS_3", "TASKS_5", "TASKS_COMPACT"]
+__all__ = ["TrainConfig", "EXPERIMENTS", "PREDATING_VALUES", "resolve_config", "config_from_dict", "TASKS_3", "TASKS_5",
+           "TASKS_COMPACT"]
 
 #: The field's benchmark task sets and the compact recipe's tasks.
 TASKS_3 = ("noise", "rain", "haze")
@@ -244,6 +245,12 @@ class TrainConfig:
     def stage2_task_weights(self) -> list[int]:
         """The weight of each task of :attr:`tasks`, in order (1 where not named)."""
         return [int(self.task_weights.get(name, 1)) for name in self.tasks]
+
+
+#: Fields added after runs already existed, with the value that describes how those runs were
+#: trained when it differs from today's default (a checkpoint without the field gets this value
+#: when its config is compared, so a resume records the change in its history).
+PREDATING_VALUES: dict[str, Any] = {"gray_sources": "replicated"}
 
 
 def _plain(value: Any) -> Any:

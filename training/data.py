@@ -88,30 +88,24 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return image
 
 
-def to_float_rgb(image: np.ndarray) -> np.ndarray:
-    """uint8 or float (Y, X[, C]) -> float32 (Y, X, 3) in [0, 1], gray replicated."""
-    result = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
-    if result.ndim == 2:
-        result = result[..., None]
-    if result.shape[-1] == 1:
-        result = np.repeat(result, 3, axis=-1)
-    return np.ascontiguousarray(result[..., :3])
-
-
-def _source_float(image: np.ndarray, gray_planes: bool = True) -> np.ndarray:
-    """uint8 or float (Y, X[, C]) -> float32 in [0, 1]: gray kept as one (Y, X) plane
-    (``gray_planes``, degraded before replication) or replicated to (Y, X, 3) at once."""
-    if not gray_planes:
-        return to_float_rgb(image)
+def _to_float(image: np.ndarray) -> np.ndarray:
+    """uint8 or float (Y, X[, C]) -> float32 in [0, 1]: a gray (Y, X) plane or RGB (Y, X, 3)."""
     result = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
     if result.ndim == 3 and result.shape[-1] == 1:
         result = result[..., 0]
     return np.ascontiguousarray(result if result.ndim == 2 else result[..., :3])
 
 
-def _replicated(image: np.ndarray) -> np.ndarray:
-    """A gray (Y, X) plane or an RGB image as float32 (Y, X, 3)."""
-    return to_float_rgb(np.asarray(image, dtype=np.float32))
+def to_float_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 or float (Y, X[, C]) -> float32 (Y, X, 3) in [0, 1], gray replicated."""
+    result = _to_float(image)
+    return np.repeat(result[..., None], 3, axis=-1) if result.ndim == 2 else result
+
+
+def _source_float(image: np.ndarray, gray_planes: bool = True) -> np.ndarray:
+    """A source crop as float32: gray kept as one (Y, X) plane when ``gray_planes`` (degraded
+    before replication), else replicated to (Y, X, 3) at once."""
+    return _to_float(image) if gray_planes else to_float_rgb(image)
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -202,7 +196,7 @@ class SynthesizedTask(Task):
     def region(self, index: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         image = _fit(self.images[index], size)
         clean = _source_float(image[_random_window(image.shape, size, rng)], self.gray_planes)
-        return _replicated(self.degrade_function(clean, rng)), _replicated(clean)
+        return to_float_rgb(self.degrade_function(clean, rng)), to_float_rgb(clean)
 
 
 @dataclass
@@ -261,7 +255,7 @@ class NoisyFolderTask(Task):
         image = _fit(load_image(self.files[index]), size)
         clean = _source_float(image[_random_window(image.shape, size, rng)], self.gray_planes)
         sigma = float(self.sigmas[int(rng.integers(len(self.sigmas)))])
-        return _replicated(add_gaussian_noise(clean, sigma, rng=rng)), _replicated(clean)
+        return to_float_rgb(add_gaussian_noise(clean, sigma, rng=rng)), to_float_rgb(clean)
 
 
 # -- degradations of the built-in data ----------------------------------------------------

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from configs import EXPERIMENTS, TrainConfig, config_from_dict, resolve_config
+from configs import EXPERIMENTS, PREDATING_VALUES, TrainConfig, config_from_dict, resolve_config
 from data import SKIMAGE_IMAGES, TaskBalancedDataset, build_tasks, fixed_samples, set12_images
 from losses import (
     RandomFeaturePyramid,
@@ -485,14 +485,11 @@ def config_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, l
 
 
 def stored_config(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's config with the defaults of fields it predates filled in.
-
-    ``gray_sources`` is the exception: checkpoints written before the field existed were
-    trained on gray images replicated before degradation, so it is filled in as
-    ``"replicated"``, and a resume under today's default records the change.
+    """A checkpoint's config with the fields it predates filled in: from
+    ``configs.PREDATING_VALUES`` where runs before the field behaved otherwise (e.g.
+    ``gray_sources``), else with their defaults.
     """
-    values = dict(state.get("config", {}))
-    values.setdefault("gray_sources", "replicated")
+    values = {**PREDATING_VALUES, **dict(state.get("config", {}))}
     try:
         return config_from_dict(values).to_dict()
     except (TypeError, ValueError):  # written by another version: compare what is there
@@ -839,13 +836,16 @@ def train_restorer(config: TrainConfig, mediums: list[Restorer], perceiver: Qual
 # evaluation and shipping
 # =========================================================================================
 @torch.no_grad()
-def restore_gray(model: Restorer, image: np.ndarray, device: torch.device) -> np.ndarray:
-    """Restore a (Y, X) float image with the RGB model: replicate to 3 channels, average the output."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].expand(1, 3, -1, -1).to(device)
+def restore_gray(model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """Restore a (Y, X) float image: replicated to the model's ``in_channels`` (3 for the RGB
+    restorer, 1 for a gray backbone), the output channels averaged."""
+    channels = model.in_channels
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].expand(1, channels, -1, -1)
+    tensor = tensor.to(device)
     return model(tensor).float().mean(dim=1)[0].cpu().numpy()
 
 
-def evaluate_set12(model: Restorer, device: torch.device, sigmas: tuple[int, ...] = (15, 25, 50)) -> dict[str, float]:
+def evaluate_set12(model: nn.Module, device: torch.device, sigmas: tuple[int, ...] = (15, 25, 50)) -> dict[str, float]:
     """Set12 PSNR per noise level (the field's protocol: float noise, np.random.seed(0) per image, unclipped input)."""
     images = set12_images()
     result = {}

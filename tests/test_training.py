@@ -147,6 +147,16 @@ def test_resume_continues_an_interrupted_phase(smoke_run, tmp_path):
     assert history[0]["changed"] == {"dpl_weight": [0.1, 0], "steps": [8, 10]}
     rows = [r for r in read_log(tmp_path) if r["phase"] == "restorer"]
     assert float(rows[-1]["dpl"]) == 0.0 and float(rows[-2]["dpl"]) > 0.0
+    # continuing with an added task: stage 1 is kept, the proxies apply only to the tasks they were trained on
+    smoke_tasks = list(configs.resolve_config("smoke").tasks)
+    result = run.main(["--out", str(tmp_path), "--resume", "--override", "steps=12", "--override", "dpl_weight=0.1",
+                       "--override", f"tasks={json.dumps(smoke_tasks + ['poisson'])}"])
+    assert result["restorer_step"] == 12
+    state = run.load_checkpoint(tmp_path / "restorer.pt")
+    assert state["history"][-1]["changed"]["tasks"] == [smoke_tasks, smoke_tasks + ["poisson"]]
+    assert state["metrics"]["proxy_tasks"] == [smoke_tasks, smoke_tasks]
+    assert state["beta"].shape == (2, len(smoke_tasks) + 1) and len(state["metrics"]["probe_psnr"]) == len(smoke_tasks) + 1
+    assert run.load_checkpoint(tmp_path / "medium0.pt")["config"]["tasks"] == smoke_tasks
     with pytest.raises(SystemExit, match="--resume"):
         run.main(["--config", "smoke", "--out", str(tmp_path)])
 
@@ -430,6 +440,22 @@ def test_backbone_probe_trains_each_variant_and_reports_set12(tmp_path, capsys):
         assert 10 < values["set12_50"] < values["set12_25"] < values["set12_15"] < 40
     assert "| small-full-res |" in capsys.readouterr().out
     assert json.loads(out.read_text())["variants"]["small"] == {"width": 8, "latent_blocks": 1}
+
+
+def test_poisson_task_adds_signal_dependent_photon_noise_to_natural_images():
+    # a left-to-right ramp: Poisson noise grows with the signal, Gaussian noise would not
+    ramp = np.tile(np.linspace(20, 235, 64), (64, 1)).astype(np.uint8)
+    task = data.SynthesizedTask("poisson", [ramp], data._kind_degradation("poisson"))
+    residuals = [np.subtract(*task.region(0, 64, np.random.default_rng(seed))) for seed in range(8)]
+    dark = np.std([r[:, :12, 0] for r in residuals])
+    bright = np.std([r[:, -12:, 0] for r in residuals])
+    assert bright > 1.4 * dark > 0  # measured 1.7 (clipping at white and read noise narrow it)
+    assert "poisson" in configs.resolve_config("compact").tasks
+    if HAVE_DATASETS:
+        config = configs.resolve_config("smoke", tasks=("noise", "poisson"))
+        assert [task.name for task in data.build_tasks(config, "train")] == ["noise", "poisson"]
+    with pytest.raises(ValueError, match="expected noise, poisson"):
+        data.build_tasks(configs.resolve_config("smoke", tasks=("photons",)), "train")
 
 
 def test_task_weights_set_the_share_of_each_task_in_every_cycle():

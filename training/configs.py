@@ -26,7 +26,7 @@ __all__ = ["TrainConfig", "EXPERIMENTS", "PREDATING_VALUES", "resolve_config", "
 #: The field's benchmark task sets and the compact recipe's tasks.
 TASKS_3 = ("noise", "rain", "haze")
 TASKS_5 = ("noise", "rain", "haze", "motion_blur", "low_light")
-TASKS_COMPACT = ("noise", "rain", "haze", "motion_blur", "low_light", "microscopy")
+TASKS_COMPACT = ("noise", "rain", "haze", "motion_blur", "low_light", "microscopy", "poisson")
 
 
 def _tiny_clip() -> dict[str, Any]:
@@ -48,7 +48,10 @@ class TrainConfig:
     name : str
         Experiment name (a key of :data:`EXPERIMENTS`).
     tasks : tuple of str
-        Restoration tasks, each a key of ``data.TASK_BUILDERS``.
+        Restoration tasks: for the built-in data ``noise``, ``poisson`` (Poisson-Gaussian photon
+        noise on natural images: widefield / brightfield micrographs), ``rain``, ``haze``,
+        ``motion_blur``, ``low_light``, ``microscopy`` (synthetic fluorescence); for the folder
+        layout ``noise``, ``rain``, ``haze``, ``motion_blur``, ``low_light`` (see ``data.build_tasks``).
     data_source : str
         ``"builtin"`` (BSD400, CBSD432, scikit-image images, synthetic microscopy; the
         degradations synthesised on the fly) or ``"folders"`` (the field's layout under

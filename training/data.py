@@ -4,7 +4,8 @@ A *task* is a list of images together with a way to get a (degraded, clean) pair
 regions from image ``i``:
 
 - :class:`SynthesizedTask`: clean images in memory (uint8), degraded on the fly with
-  :mod:`perceive_ir.degrade` (noise, rain, haze, motion blur, low light);
+  :mod:`perceive_ir.degrade` (Gaussian noise, Poisson-Gaussian photon noise, rain, haze,
+  motion blur, low light);
 - :class:`MicroscopyTask`: synthetic fluorescence images (:mod:`perceive_ir.synthetic`),
   image ``i`` drawn from seed ``(seed, i)``, degraded by PSF blur and Poisson-Gaussian
   noise;
@@ -288,11 +289,11 @@ def _builtin_tasks(config: Any, split: str) -> list[Task]:
         elif name == "noise":
             tasks.append(SynthesizedTask(name, images, _noise_degradation(config.noise_sigmas, config.noise_range),
                                          gray_planes))
-        elif name in ("rain", "haze", "motion_blur", "low_light"):
+        elif name in ("poisson", "rain", "haze", "motion_blur", "low_light"):
             tasks.append(SynthesizedTask(name, images, _kind_degradation(name), gray_planes))
         else:
             raise ValueError(
-                f"unknown task {name!r} for the built-in data; expected noise, rain, haze, motion_blur, "
+                f"unknown task {name!r} for the built-in data; expected noise, poisson, rain, haze, motion_blur, "
                 f"low_light or microscopy"
             )
     return tasks

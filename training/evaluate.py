@@ -18,9 +18,11 @@ Prints markdown tables (and writes ``--json``):
     (joint) vs on each channel alone, CBM3D (joint) vs BM3D per channel.
 ``tasks``
     Held-out CBSD432 crops (not used in training) for rain, haze, motion blur and low
-    light, at three strengths each, against the classical method of each task; synthetic
+    light, at three strengths each, against the classical method of each task; the same
+    crops under Poisson-Gaussian photon noise (5-100 photons at white); synthetic
     fluorescence microscopy (held-out seeds) and ``skimage.data.cell()`` under
     Poisson-Gaussian noise at low photon counts (a real micrograph never used in training).
+    The photon-noise and microscopy rows share the denoising baselines (TV, NL-means, BM3D).
 ``perceiver``
     Three-tier accuracy (low / medium / high) on held-out crops, next to a classical
     baseline: logistic regression on no-reference image statistics, fitted on training
@@ -396,6 +398,7 @@ def section_tasks(model, count: int, scores: Scores) -> str:
     ]
     sets: list[tuple[str, list[Case], list[tuple[str, Callable[[Case], np.ndarray]]]]] = [
         (task.replace("_", " "), task_cases(task, images), baselines[task]) for task in baselines]
+    sets.append(("photon noise (Poisson-Gaussian)", task_cases("poisson", images), micro))
     sets.append(("microscopy (synthetic)", microscopy_cases(max(3, count)), micro))
     sets.append(("microscopy (skimage cell)", cell_cases(), micro))
     for row, cases, classical in sets:

@@ -630,7 +630,10 @@ def autocast(runtime: Runtime):
 # =========================================================================================
 # stage 1a: medium restorers with two-fold cross-fitting
 # =========================================================================================
-def train_medium(fold: int, config: TrainConfig, tasks, run_folder: Path, runtime: Runtime, log: TrainingLog) -> Restorer:
+def train_medium(fold: int, config: TrainConfig, tasks, run_folder: Path, runtime: Runtime,
+                 log: TrainingLog) -> tuple[Restorer, tuple[str, ...]]:
+    """The medium restorer of ``fold`` (frozen) and the tasks it was trained on: those of its
+    checkpoint, which are fewer than the run's when a finished run resumes with added tasks."""
     model = Restorer(medium_config(config)).to(runtime.device)
     trained = wrap_for_training(model, runtime)
     optimizer = optimizer_for([(list(model.parameters()), config.medium_lr)], config.weight_decay)
@@ -648,8 +651,8 @@ def train_medium(fold: int, config: TrainConfig, tasks, run_folder: Path, runtim
 
     phase = Phase(f"medium{fold}", 1, {"model": model}, optimizer, make_loader(dataset, config.medium_batch_size, runtime, config),
                   step_function, config.medium_steps, config.medium_minutes)
-    run_phase(phase, config, run_folder, runtime, log)
-    return model.eval().requires_grad_(False)
+    state = run_phase(phase, config, run_folder, runtime, log)
+    return model.eval().requires_grad_(False), tuple(stored_config(state)["tasks"])
 
 
 @torch.no_grad()
@@ -759,8 +762,10 @@ def feature_extractor(config: TrainConfig) -> nn.Module:
     return RandomFeaturePyramid(seed=config.seed)
 
 
-def train_restorer(config: TrainConfig, mediums: list[Restorer], perceiver: QualityPerceiver, tasks, validation_tasks,
-                   run_folder: Path, runtime: Runtime, log: TrainingLog) -> tuple[Restorer, dict[str, Any]]:
+def train_restorer(config: TrainConfig, mediums: list[tuple[Restorer, tuple[str, ...]]], perceiver: QualityPerceiver,
+                   tasks, validation_tasks, run_folder: Path, runtime: Runtime,
+                   log: TrainingLog) -> tuple[Restorer, dict[str, Any]]:
+    """Stage 2. ``mediums``: (proxy restorer, the tasks it was trained on) pairs, from :func:`train_medium`."""
     device = runtime.device
     restorer = build_restorer(config, perceiver).to(device)
     initialised_from: dict[str, Any] = {}
@@ -777,11 +782,12 @@ def train_restorer(config: TrainConfig, mediums: list[Restorer], perceiver: Qual
     features = feature_extractor(config).to(device)
     probe = fixed_samples(validation_tasks, config.probe_crops, config.crop_size, config.seed + 2)
     n_tasks = len(tasks)
-    # proxies: the two cross-fitted medium restorers; m_k = 1 for every task they were trained on (all)
-    task_mask = torch.ones(len(mediums), n_tasks)
-    beta = torch.full((len(mediums), n_tasks), config.beta_hard)
-    proxy_psnr = torch.stack([task_psnr(m, probe, n_tasks, device) for m in mediums])
-    state_metrics: dict[str, Any] = {}
+    # proxies: the two cross-fitted medium restorers; m_k = 1 for the tasks proxy k was trained on
+    task_mask = torch.tensor([[float(task.name in trained_on) for task in tasks] for _, trained_on in mediums])
+    medium_models = [model for model, _ in mediums]
+    state_metrics: dict[str, Any] = {"proxy_tasks": [list(trained_on) for _, trained_on in mediums]}
+    beta = torch.full((len(medium_models), n_tasks), config.beta_hard)
+    proxy_psnr = torch.stack([task_psnr(m, probe, n_tasks, device) for m in medium_models])
 
     def measure_beta(step: int) -> dict[str, float]:
         """beta_k = beta_hard where proxy k is at least as good as the current model on the probe set."""
@@ -800,7 +806,7 @@ def train_restorer(config: TrainConfig, mediums: list[Restorer], perceiver: Qual
         # a term with weight 0 is not computed at all (ablations at equal time budget get the saved time)
         if config.dpl_weight > 0:
             with torch.no_grad():
-                proxies = [m(degraded).float().clamp(0, 1) for m in mediums]
+                proxies = [m(degraded).float().clamp(0, 1) for m in medium_models]
             proxy_weights = (task_mask * beta).to(device)[:, task].t()
         with autocast(runtime):
             restored, query, positive = trained(degraded, key)
@@ -819,7 +825,8 @@ def train_restorer(config: TrainConfig, mediums: list[Restorer], perceiver: Qual
         return {"loss": loss.item(), "l1": l1.item(), "info_nce": nce.item(), "clip": quality.item(), "dpl": dpl.item()}
 
     def load_extra(state: dict[str, Any]) -> None:
-        if "beta" in state:
+        # a run resumed with other tasks keeps the fresh beta: it is re-measured when the phase starts
+        if "beta" in state and state["beta"].shape == beta.shape:
             beta.copy_(state["beta"])
         initialised_from.update(state.get("initialised_from", {}))
 
@@ -1079,7 +1086,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if not (run_folder / f"{name}.pt").exists() or not load_checkpoint(run_folder / f"{name}.pt")["done"]:
                 raise SystemExit(f"stage 2 needs the finished stage-1 checkpoint '{run_folder / (name + '.pt')}'; run --stage 1 first")
     mediums = [train_medium(fold, config, tasks, run_folder, runtime, log) for fold in (0, 1)]
-    perceiver, perceiver_metrics = train_perceiver(config, mediums, tasks, validation_tasks, run_folder, runtime, log)
+    perceiver, perceiver_metrics = train_perceiver(config, [model for model, _ in mediums], tasks, validation_tasks,
+                                                   run_folder, runtime, log)
     result["perceiver_accuracy"] = perceiver_metrics
     if arguments.stage == 1:
         return result

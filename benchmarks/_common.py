@@ -16,9 +16,9 @@ from typing import Any, Callable, Sequence
 
 from perceive_ir.zoo import DEFAULT_RESTORER as BUNDLED
 
-#: Architecture of the bundled default restorer (``zoo.DEFAULT_RESTORER``); used with random
-#: weights until the trained file ships (speed and memory do not depend on weight values).
-DEFAULT_ARCH = dict(
+#: Architecture of ``--model random`` when no bundled weights file is installed (that of
+#: the first bundled model, compact-allinone.v1, without its semantic tower).
+FALLBACK_ARCH = dict(
     in_channels=3,
     backbone="compact",
     backbone_args=dict(width=32, encoder_blocks=(2, 2), latent_blocks=4, decoder_blocks=(2, 2)),
@@ -27,7 +27,7 @@ DEFAULT_ARCH = dict(
     semantic="none",
 )
 
-RANDOM = "random"  # --model value: random weights of DEFAULT_ARCH
+RANDOM = "random"  # --model value: random weights of random_architecture()
 
 
 def default_model_choice() -> str:
@@ -40,10 +40,25 @@ def default_model_choice() -> str:
         return RANDOM
 
 
+def random_architecture() -> tuple[dict[str, Any], str]:
+    """(config, where it comes from) of ``--model random``: the bundled default's architecture,
+    read from its weights file, else :data:`FALLBACK_ARCH`."""
+    try:
+        from perceive_ir.zoo import get_entry, read_weights
+
+        entry = get_entry(BUNDLED)
+        if entry.available:
+            return read_weights(entry.path, "restorer")[1], f"the {BUNDLED} architecture"
+    except Exception:  # no table, unreadable file: fall back
+        pass
+    return dict(FALLBACK_ARCH), "the compact-allinone.v1 architecture without semantic tower (no bundled file)"
+
+
 def model_description(choice: str) -> str:
     if choice == RANDOM:
-        return (f"RANDOM weights of the bundled architecture ({BUNDLED} config: compact width 32, "
-                f"blocks (2,2)/4/(2,2), CFE+SGM, no semantic tower); the trained file was not bundled")
+        config, source = random_architecture()
+        return (f"RANDOM weights of {source} (backbone {config.get('backbone')} {config.get('backbone_args')}, "
+                f"semantic {config.get('semantic')})")
     if choice == "default":
         return f"bundled trained model {BUNDLED}"
     return f"model {choice}"
@@ -52,10 +67,10 @@ def model_description(choice: str) -> str:
 def build_model(choice: str, device: str = "cpu"):
     """A :class:`perceive_ir.models.Restorer` in eval mode for ``--model`` ``choice``.
 
-    ``"random"`` builds :data:`DEFAULT_ARCH` with random weights; the zero-initialised
-    residual scales / FiLM / attention projections are perturbed so every path computes
-    (cost does not depend on values, but this keeps the model from being trivially the
-    identity). Any other value goes to :func:`perceive_ir.zoo.load_restorer` (a registered
+    ``"random"`` builds :func:`random_architecture` with random weights; the zero-initialised
+    residual scales / FiLM / attention projections / junctions are perturbed so every path
+    computes (cost does not depend on values, but this keeps the model from being trivially
+    the identity). Any other value goes to :func:`perceive_ir.zoo.load_restorer` (a registered
     name or a weights file path).
     """
     import torch
@@ -64,7 +79,7 @@ def build_model(choice: str, device: str = "cpu"):
         from perceive_ir.models import Restorer, RestorerConfig
 
         torch.manual_seed(0)
-        model = Restorer(RestorerConfig(**DEFAULT_ARCH))
+        model = Restorer(RestorerConfig.from_dict(random_architecture()[0]))
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for parameter in model.parameters():

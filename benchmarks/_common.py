@@ -1,6 +1,6 @@
 """Shared helpers of the benchmark scripts: model choice, machine facts, timing, tables.
 
-Not part of the package; imported by ``benchmarks/speed.py`` and ``benchmarks/memory.py``
+Not part of the package; imported by ``benchmarks/speed.py``, ``memory.py`` and ``perceiver_tiles.py``
 (which put this folder on ``sys.path`` themselves, so run them as plain scripts).
 """
 

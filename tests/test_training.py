@@ -154,7 +154,7 @@ def test_resume_continues_an_interrupted_phase(smoke_run, tmp_path):
     assert result["restorer_step"] == 12
     state = run.load_checkpoint(tmp_path / "restorer.pt")
     assert state["history"][-1]["changed"]["tasks"] == [smoke_tasks, smoke_tasks + ["poisson"]]
-    assert state["metrics"]["proxy_tasks"] == [smoke_tasks, smoke_tasks]
+    assert state["metrics"]["proxy_task_mask"] == {**{task: [1.0, 1.0] for task in smoke_tasks}, "poisson": [0.0, 0.0]}
     assert state["beta"].shape == (2, len(smoke_tasks) + 1) and len(state["metrics"]["probe_psnr"]) == len(smoke_tasks) + 1
     assert run.load_checkpoint(tmp_path / "medium0.pt")["config"]["tasks"] == smoke_tasks
     with pytest.raises(SystemExit, match="--resume"):

@@ -412,7 +412,8 @@ def section_tasks(model, count: int, scores: Scores) -> str:
                 scores.run(row, method, case, lambda: run(case))
     return ("### Other tasks (held-out images, three strengths each), PSNR dB / SSIM; classical methods oracle-tuned\n\n"
             + scores.table(rows, methods)
-            + "\n\nMicroscopy baselines are given the noise level estimated by `skimage.restoration.estimate_sigma`.")
+            + "\n\nThe photon-noise and microscopy baselines are given the noise level estimated by "
+              "`skimage.restoration.estimate_sigma` (no variance-stabilising transform).")
 
 
 # -- perceiver ------------------------------------------------------------------------------

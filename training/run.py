@@ -633,7 +633,8 @@ def autocast(runtime: Runtime):
 def train_medium(fold: int, config: TrainConfig, tasks, run_folder: Path, runtime: Runtime,
                  log: TrainingLog) -> tuple[Restorer, tuple[str, ...]]:
     """The medium restorer of ``fold`` (frozen) and the tasks it was trained on: those of its
-    checkpoint, which are fewer than the run's when a finished run resumes with added tasks."""
+    checkpoint, which are fewer than the run's when a finished run resumes with added tasks.
+    (A medium phase still unfinished at such a resume trains on, and then names, all tasks.)"""
     model = Restorer(medium_config(config)).to(runtime.device)
     trained = wrap_for_training(model, runtime)
     optimizer = optimizer_for([(list(model.parameters()), config.medium_lr)], config.weight_decay)
@@ -785,7 +786,7 @@ def train_restorer(config: TrainConfig, mediums: list[tuple[Restorer, tuple[str,
     # proxies: the two cross-fitted medium restorers; m_k = 1 for the tasks proxy k was trained on
     task_mask = torch.tensor([[float(task.name in trained_on) for task in tasks] for _, trained_on in mediums])
     medium_models = [model for model, _ in mediums]
-    state_metrics: dict[str, Any] = {"proxy_tasks": [list(trained_on) for _, trained_on in mediums]}
+    state_metrics: dict[str, Any] = {"proxy_task_mask": {task.name: task_mask[:, t].tolist() for t, task in enumerate(tasks)}}
     beta = torch.full((len(medium_models), n_tasks), config.beta_hard)
     proxy_psnr = torch.stack([task_psnr(m, probe, n_tasks, device) for m in medium_models])
 
@@ -825,9 +826,8 @@ def train_restorer(config: TrainConfig, mediums: list[tuple[Restorer, tuple[str,
         return {"loss": loss.item(), "l1": l1.item(), "info_nce": nce.item(), "clip": quality.item(), "dpl": dpl.item()}
 
     def load_extra(state: dict[str, Any]) -> None:
-        # a run resumed with other tasks keeps the fresh beta: it is re-measured when the phase starts
-        if "beta" in state and state["beta"].shape == beta.shape:
-            beta.copy_(state["beta"])
+        # the stored beta is not loaded: measure_beta runs when the phase starts (also after a
+        # resume with other tasks, whose stored beta has other columns)
         initialised_from.update(state.get("initialised_from", {}))
 
     phase = Phase("restorer", 2, {"model": restorer}, optimizer, make_loader(dataset, config.batch_size, runtime, config),
@@ -945,6 +945,7 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
     if ship_perceiver:
         perceiver_path = zoo.WEIGHTS_DIR / f"{perceiver_name}.safetensors"
         card = dict(common, name=perceiver_name, kind="perceiver", stored_dtype="float16",
+                    tasks=stored_config(shipped_perceiver_state)["tasks"],
                     steps=int(shipped_perceiver_state["step"]),
                     wall_time_minutes=round(float(shipped_perceiver_state["seconds"]) / 60, 1),
                     trained_in=str(perceiver_folder),
@@ -980,6 +981,7 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
                 perceptual_features=("VGG16 relu1_2/2_2/3_2/3_3" if config.vgg_file else
                                      "fixed random conv pyramid (no VGG16 weights offline; see training/losses.py)"),
                 dpl_proxies="the two cross-fitted medium restorers of stage 1",
+                dpl_proxy_task_mask=restorer_state.get("metrics", {}).get("proxy_task_mask"),
                 perceiver_in_training=(f"the run's own stage-1 perceiver ({int(states['perceiver']['step'])} steps) gave "
                                        "L_clip and the frozen semantic tower (stored in this file)"),
                 gray_images=("degraded as one plane, then replicated to 3 channels (the channels share the noise, as "

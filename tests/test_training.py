@@ -193,6 +193,17 @@ def test_ship_writes_registered_weights_with_model_cards(smoke_run, tmp_path, mo
     assert "not shipped" in capsys.readouterr().out
     result = run.main(["--out", str(folder), "--ship", "--overwrite"])
     assert result["shipped"]["restorer"] == str(restorer_file)
+    # --ship never trains: a stage 2 stopped before its budget is refused with the way out
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    for phase in run.PHASES:
+        state = run.load_checkpoint(folder / f"{phase}.pt")
+        if phase == "restorer":
+            state["step"], state["done"] = 5, False
+        run.save_checkpoint(unfinished / f"{phase}.pt", state)
+    with pytest.raises(SystemExit, match="never trains.*step 5 of 8.*--override"):
+        run.main(["--out", str(unfinished), "--ship", "--restorer-name", "smoke-restorer.v8"])
+    assert run.load_checkpoint(unfinished / "restorer.pt")["step"] == 5
     # named versions, and a perceiver trained in another run folder
     other = tmp_path / "longer-perceiver"
     other.mkdir()

@@ -1054,6 +1054,20 @@ def check_paths(config: TrainConfig) -> None:
             raise SystemExit(f"{option} '{value}' is not a file")
 
 
+def check_restorer_finished(path: Path, config: TrainConfig) -> None:
+    """``--ship`` never trains: stop unless the stage-2 checkpoint has spent its budget."""
+    if not path.exists():
+        raise SystemExit(f"--ship needs a stage-2 checkpoint '{path}'; train stage 2 first")
+    state = load_checkpoint(path)
+    step, minutes = int(state["step"]), float(state["seconds"]) / 60
+    if step >= config.steps or (config.minutes and minutes >= config.minutes):
+        return
+    raise SystemExit(
+        f"--ship never trains, and '{path}' stopped before its budget (step {step} of {config.steps}, {minutes:.1f} of "
+        f"{config.minutes} min): finish it with --resume, or ship it as it is with --override minutes={math.floor(minutes)}"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     arguments = parse_arguments(argv)
     if (arguments.perceiver_from or arguments.restorer_only) and not arguments.ship:
@@ -1087,6 +1101,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name in ("medium0", "medium1", "perceiver"):
             if not (run_folder / f"{name}.pt").exists() or not load_checkpoint(run_folder / f"{name}.pt")["done"]:
                 raise SystemExit(f"stage 2 needs the finished stage-1 checkpoint '{run_folder / (name + '.pt')}'; run --stage 1 first")
+    if arguments.ship:
+        check_restorer_finished(run_folder / "restorer.pt", config)
     mediums = [train_medium(fold, config, tasks, run_folder, runtime, log) for fold in (0, 1)]
     perceiver, perceiver_metrics = train_perceiver(config, [model for model, _ in mediums], tasks, validation_tasks,
                                                    run_folder, runtime, log)

@@ -514,10 +514,10 @@ def finished(progress: float, runtime: Runtime) -> bool:
     return over
 
 
-def progress_of(step: int, seconds: float, phase: Phase) -> float:
-    """Fraction of the phase done: by steps, or by wall-clock time when the phase has a budget."""
-    by_steps = step / max(1, phase.steps)
-    return max(by_steps, seconds / (60.0 * phase.minutes)) if phase.minutes else by_steps
+def progress_of(step: int, seconds: float, steps: int, minutes: float | None) -> float:
+    """Fraction of a phase's budget spent: by steps, or by clock time when it has ``minutes``."""
+    by_steps = step / max(1, steps)
+    return max(by_steps, seconds / (60.0 * minutes)) if minutes else by_steps
 
 
 def run_phase(phase: Phase, config: TrainConfig, run_folder: Path, runtime: Runtime, log: TrainingLog) -> dict[str, Any]:
@@ -540,7 +540,7 @@ def run_phase(phase: Phase, config: TrainConfig, run_folder: Path, runtime: Runt
         if changes:
             history.append({"step": step, "minutes": round(seconds / 60, 1), "changed": changes})
         # finished means "the current budget is spent": a larger --minutes or steps continues a finished phase
-        done = progress_of(step, seconds, phase) >= 1.0
+        done = progress_of(step, seconds, phase.steps, phase.minutes) >= 1.0
         if "optimizer" in state and not done:
             phase.optimizer.load_state_dict(state["optimizer"])
         phase.load_extra_state(state)
@@ -551,7 +551,7 @@ def run_phase(phase: Phase, config: TrainConfig, run_folder: Path, runtime: Runt
     base_rates = [group["base_lr"] for group in phase.optimizer.param_groups]
 
     def progress() -> float:
-        return progress_of(step, seconds, phase)
+        return progress_of(step, seconds, phase.steps, phase.minutes)
 
     def checkpoint(finished: bool) -> dict[str, Any]:
         payload = {
@@ -1060,7 +1060,7 @@ def check_restorer_finished(path: Path, config: TrainConfig) -> None:
         raise SystemExit(f"--ship needs a stage-2 checkpoint '{path}'; train stage 2 first")
     state = load_checkpoint(path)
     step, minutes = int(state["step"]), float(state["seconds"]) / 60
-    if step >= config.steps or (config.minutes and minutes >= config.minutes):
+    if progress_of(step, float(state["seconds"]), config.steps, config.minutes) >= 1.0:
         return
     raise SystemExit(
         f"--ship never trains, and '{path}' stopped before its budget (step {step} of {config.steps}, {minutes:.1f} of "

@@ -97,7 +97,7 @@ def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, mo
     for row in ("Set12 sigma 25 | perceive-ir (blind)", "CBSD held-out sigma 50 | perceive-ir per channel",
                 "haze | dark channel prior", "motion blur | Richardson-Lucy (true kernel)",
                 "microscopy (skimage cell) | TV", "low light | gamma / CLAHE", "rain | median filter",
-                "photon noise (Poisson-Gaussian) | NL-means"):
+                "photon noise (Poisson-Gaussian) | NL-means", "photon noise, band-limited (micrograph-like) | TV"):
         assert np.isfinite(stored["psnr"][row]), row
     assert stored["psnr"]["Set12 sigma 25 | TV"] > stored["psnr"]["Set12 sigma 25 | input"] + 3
     assert "| s / megapixel |" in result["markdown"]

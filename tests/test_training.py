@@ -469,6 +469,28 @@ def test_poisson_task_adds_signal_dependent_photon_noise_to_natural_images():
         data.build_tasks(configs.resolve_config("smoke", tasks=("photons",)), "train")
 
 
+def test_micrograph_task_band_limits_the_clean_target_then_adds_photon_noise():
+    rng = np.random.default_rng(0)
+    texture = (rng.uniform(0, 255, (96, 96))).astype(np.uint8)  # pixel-level texture, as in a photograph
+    task = data.SynthesizedTask("micrograph", [texture], data._kind_degradation("poisson"), prepare=data.random_band_limit)
+    degraded, clean = task.region(0, 64, np.random.default_rng(1))
+    source = texture[:64, :64] / 255.0
+    roughness = lambda image: float(np.mean(np.abs(np.diff(image[..., 0], axis=1))))
+    # the target is smooth (no pixel-level texture left) and dimmed by the gain
+    assert roughness(clean) < 0.25 * roughness(source[..., None]) and clean.max() <= 1.0
+    assert roughness(degraded) > 3 * roughness(clean)  # the input carries photon noise
+    # blur acts in Y and X only: the channels of a colour source are not mixed
+    colour = np.zeros((32, 32, 3), np.float32)
+    colour[..., 1] = 1.0
+    limited = data.band_limit(colour, 2.0, 0.5)
+    assert np.allclose(limited[..., 1], 0.5, atol=1e-5) and np.allclose(limited[..., [0, 2]], 0.0)
+    assert "micrograph" in configs.resolve_config("compact").tasks
+    if HAVE_DATASETS:
+        config = configs.resolve_config("smoke", tasks=("noise", "micrograph"))
+        built = data.build_tasks(config, "train")
+        assert [task.name for task in built] == ["noise", "micrograph"] and built[1].prepare is data.random_band_limit
+
+
 def test_task_weights_set_the_share_of_each_task_in_every_cycle():
     assert data.task_schedule(3) == [0, 1, 2]
     assert data.task_schedule(3, [2, 1, 3]) == [0, 1, 2, 0, 2, 2]

@@ -26,7 +26,7 @@ __all__ = ["TrainConfig", "EXPERIMENTS", "PREDATING_VALUES", "resolve_config", "
 #: The field's benchmark task sets and the compact recipe's tasks.
 TASKS_3 = ("noise", "rain", "haze")
 TASKS_5 = ("noise", "rain", "haze", "motion_blur", "low_light")
-TASKS_COMPACT = ("noise", "rain", "haze", "motion_blur", "low_light", "microscopy", "poisson")
+TASKS_COMPACT = ("noise", "rain", "haze", "motion_blur", "low_light", "microscopy", "poisson", "micrograph")
 
 
 def _tiny_clip() -> dict[str, Any]:
@@ -49,7 +49,8 @@ class TrainConfig:
         Experiment name (a key of :data:`EXPERIMENTS`).
     tasks : tuple of str
         Restoration tasks: for the built-in data ``noise``, ``poisson`` (Poisson-Gaussian photon
-        noise on natural images: widefield / brightfield micrographs), ``rain``, ``haze``,
+        noise on natural images), ``micrograph`` (the same noise on band-limited natural images:
+        Gaussian blur and a gain, as widefield micrographs sampled above Nyquist look), ``rain``, ``haze``,
         ``motion_blur``, ``low_light``, ``microscopy`` (synthetic fluorescence); for the folder
         layout ``noise``, ``rain``, ``haze``, ``motion_blur``, ``low_light`` (see ``data.build_tasks``).
     data_source : str

@@ -5,7 +5,9 @@ regions from image ``i``:
 
 - :class:`SynthesizedTask`: clean images in memory (uint8), degraded on the fly with
   :mod:`perceive_ir.degrade` (Gaussian noise, Poisson-Gaussian photon noise, rain, haze,
-  motion blur, low light);
+  motion blur, low light); the ``micrograph`` task first band-limits the clean crop
+  (:func:`band_limit`: Gaussian blur and a gain, as a widefield micrograph sampled above
+  Nyquist looks) and then adds Poisson-Gaussian photon noise;
 - :class:`MicroscopyTask`: synthetic fluorescence images (:mod:`perceive_ir.synthetic`),
   image ``i`` drawn from seed ``(seed, i)``, degraded by PSF blur and Poisson-Gaussian
   noise;
@@ -65,6 +67,10 @@ __all__ = [
     "load_image",
     "fixed_samples",
     "set12_images",
+    "band_limit",
+    "random_band_limit",
+    "BAND_LIMIT_SIGMA",
+    "BAND_LIMIT_GAIN",
 ]
 
 DATASETS_DIR = Path(os.environ.get("PERCEIVE_IR_DATASETS", "/work/shared/datasets"))
@@ -184,12 +190,18 @@ class Task:
 
 @dataclass
 class SynthesizedTask(Task):
-    """Clean images in memory, degraded on the fly by ``degrade_function(clean, rng)``."""
+    """Clean images in memory, degraded on the fly by ``degrade_function(clean, rng)``.
+
+    ``prepare(clean, rng)``, when given, first turns the source crop into the clean target
+    (e.g. :func:`band_limit` for the ``micrograph`` task).
+    """
 
     name: str
     images: Sequence[np.ndarray]
     degrade_function: Callable[[np.ndarray, np.random.Generator], np.ndarray]
     gray_planes: bool = True
+
+    prepare: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -197,6 +209,8 @@ class SynthesizedTask(Task):
     def region(self, index: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         image = _fit(self.images[index], size)
         clean = _source_float(image[_random_window(image.shape, size, rng)], self.gray_planes)
+        if self.prepare is not None:
+            clean = self.prepare(clean, rng)
         return to_float_rgb(self.degrade_function(clean, rng)), to_float_rgb(clean)
 
 
@@ -278,6 +292,31 @@ def _kind_degradation(kind: str) -> Callable:
     return apply
 
 
+#: Range of the Gaussian blur (pixels) and gain of :func:`random_band_limit`.
+BAND_LIMIT_SIGMA = (1.0, 4.0)
+BAND_LIMIT_GAIN = (0.3, 1.0)
+
+
+def band_limit(clean: np.ndarray, sigma: float, gain: float) -> np.ndarray:
+    """A micrograph-like clean image from a natural one: Gaussian blur of ``sigma`` pixels
+    (in Y and X only), times ``gain``.
+
+    A widefield micrograph is sampled above Nyquist: its point-spread function spans several
+    pixels, so it has smooth regions and no pixel-level texture, unlike a photograph. The gain
+    makes the photon count at the brightest pixel vary as it does between acquisitions.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    sigmas = (sigma, sigma) + (0.0,) * (clean.ndim - 2)
+    return (gaussian_filter(np.asarray(clean, np.float32), sigmas, mode="reflect") * gain).astype(np.float32)
+
+
+def random_band_limit(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """:func:`band_limit` with sigma log-uniform in :data:`BAND_LIMIT_SIGMA` and gain uniform in :data:`BAND_LIMIT_GAIN`."""
+    sigma = float(np.exp(rng.uniform(np.log(BAND_LIMIT_SIGMA[0]), np.log(BAND_LIMIT_SIGMA[1]))))
+    return band_limit(clean, sigma, float(rng.uniform(*BAND_LIMIT_GAIN)))
+
+
 def _builtin_tasks(config: Any, split: str) -> list[Task]:
     images = natural_images(split)
     gray_planes = config.gray_sources == "plane"
@@ -291,10 +330,13 @@ def _builtin_tasks(config: Any, split: str) -> list[Task]:
                                          gray_planes))
         elif name in ("poisson", "rain", "haze", "motion_blur", "low_light"):
             tasks.append(SynthesizedTask(name, images, _kind_degradation(name), gray_planes))
+        elif name == "micrograph":
+            tasks.append(SynthesizedTask(name, images, _kind_degradation("poisson"), gray_planes,
+                                         prepare=random_band_limit))
         else:
             raise ValueError(
-                f"unknown task {name!r} for the built-in data; expected noise, poisson, rain, haze, motion_blur, "
-                f"low_light or microscopy"
+                f"unknown task {name!r} for the built-in data; expected noise, poisson, micrograph, rain, haze, "
+                f"motion_blur, low_light or microscopy"
             )
     return tasks
 

@@ -19,7 +19,9 @@ Prints markdown tables (and writes ``--json``):
 ``tasks``
     Held-out CBSD432 crops (not used in training) for rain, haze, motion blur and low
     light, at three strengths each, against the classical method of each task; the same
-    crops under Poisson-Gaussian photon noise (5-100 photons at white); synthetic
+    crops under Poisson-Gaussian photon noise (5-100 photons at white), and again after
+    band-limiting them as the ``micrograph`` training task does (Gaussian blur of 2 px, gain
+    0.6: smooth, micrograph-like content); synthetic
     fluorescence microscopy (held-out seeds) and ``skimage.data.cell()`` under
     Poisson-Gaussian noise at low photon counts (a real micrograph never used in training).
     The photon-noise and microscopy rows share the denoising baselines (TV, NL-means, BM3D).
@@ -68,6 +70,8 @@ from perceive_ir.synthetic import degrade_fluorescence, synth_fluorescence
 REPOSITORY = Path(__file__).resolve().parents[1]
 SECTIONS = ("set12", "rgb", "tasks", "perceiver")
 LEVELS = (0.2, 0.5, 0.8)
+#: The band-limiting of the micrograph-like row (see ``data.band_limit``).
+BAND_LIMIT_EVAL = {"sigma": 2.0, "gain": 0.6}
 
 
 # =========================================================================================
@@ -312,6 +316,19 @@ def task_cases(task: str, images: list[np.ndarray]) -> list[Case]:
     return cases
 
 
+def band_limited_cases(images: list[np.ndarray]) -> list[Case]:
+    """Photon noise (three strengths, cycled) on band-limited crops (``data.band_limit``, 2 px, gain 0.6)."""
+    from data import band_limit
+
+    cases = []
+    for index, image in enumerate(images):
+        clean = band_limit(image, BAND_LIMIT_EVAL["sigma"], BAND_LIMIT_EVAL["gain"])
+        level = LEVELS[index % len(LEVELS)]
+        degraded = D.degrade(clean, "poisson", level, rng=np.random.default_rng([29, index]))
+        cases.append(Case(degraded, clean, {"level": level}))
+    return cases
+
+
 def microscopy_cases(count: int) -> list[Case]:
     """Synthetic fluorescence (held-out seeds, far from the training seeds) with PSF blur and Poisson-Gaussian noise."""
     cases = []
@@ -399,6 +416,7 @@ def section_tasks(model, count: int, scores: Scores) -> str:
     sets: list[tuple[str, list[Case], list[tuple[str, Callable[[Case], np.ndarray]]]]] = [
         (task.replace("_", " "), task_cases(task, images), baselines[task]) for task in baselines]
     sets.append(("photon noise (Poisson-Gaussian)", task_cases("poisson", images), micro))
+    sets.append(("photon noise, band-limited (micrograph-like)", band_limited_cases(images), micro))
     sets.append(("microscopy (synthetic)", microscopy_cases(max(3, count)), micro))
     sets.append(("microscopy (skimage cell)", cell_cases(), micro))
     for row, cases, classical in sets:

@@ -391,6 +391,14 @@ def test_heatmap_lines_up_with_the_image(quality_widget, qtbot, notifications):
     widget.opacity.value = 0.8
     assert heatmap.opacity == pytest.approx(0.8)
     assert widget.quality_maps[0].tiers.shape == (4, 3)
+    # a side that is not a multiple of the tile: the grid ends at the image border
+    odd = viewer.add_image(image[:100, :90], name="odd", scale=(2.0, 3.0), translate=(5.0, 7.0))
+    widget.start(odd)
+    _wait(qtbot, widget)
+    grid = viewer.layers["odd quality"]
+    assert grid.scale[-1] / 3.0 == 2  # 32 px tiles drawn as 2 px cells: 2 divides 100 and 90
+    np.testing.assert_allclose(grid.data_to_world(np.array(grid.data.shape) - 0.5), odd.data_to_world((99.5, 89.5)))
+    np.testing.assert_allclose(grid.data_to_world((-0.5, -0.5)), odd.data_to_world((-0.5, -0.5)))
 
 
 def test_heatmap_of_a_stack_and_of_an_rgb_layer(quality_widget, qtbot, notifications):
@@ -525,6 +533,24 @@ def test_heatmap_labels_follow_the_layer_axes():
     assert _layers.heatmap_labels(np.zeros((3, 4), dtype=int), "CYX", (3, 96, 128)).shape == (3, 3, 4)
     with pytest.raises(LayerError, match="last"):
         _layers.heatmap_labels(tiers, "XY", (64, 64))
+
+
+def test_heatmap_cells_stop_at_the_image_border():
+    assert _layers.heatmap_cell(64, (128, 192)) == 64  # whole tiles: one cell per tile
+    assert _layers.heatmap_cell(224, (512, 512)) == 32  # 224 / 7 divides 512
+    assert _layers.heatmap_cell(224, (500, 300)) == 28  # 4 px and 8 px over, as with 14 px cells: the larger cell
+    assert _layers.heatmap_cell(224, (500, 300), planes=10**7) == 224  # too many labels: whole tiles
+    tiers = np.array([[0, 1, 2], [2, 1, 0]])  # a 2 x 3 grid of 64 px tiles over 100 x 150 pixels
+    labels = _layers.heatmap_labels(tiers, "YX", (100, 150), tile_size=64, cell=_layers.heatmap_cell(64, (100, 150)))
+    cell = _layers.heatmap_cell(64, (100, 150))
+    assert labels.shape == (-(-100 // cell), -(-150 // cell)) and labels.shape[0] * cell - 100 < cell
+    # every pixel's cell carries the tier of the tile that holds the pixel
+    for y, x in [(0, 0), (63, 63), (64, 64), (99, 149), (70, 130)]:
+        assert labels[y // cell, x // cell] == tiers[y // 64, x // 64] + 1
+    stacked = _layers.heatmap_labels(np.stack([tiers, tiers]), "ZYX", (2, 100, 150), tile_size=64, cell=cell)
+    assert stacked.shape == (2, *labels.shape)
+    with pytest.raises(LayerError, match="must divide"):
+        _layers.heatmap_labels(tiers, "YX", (100, 150), tile_size=64, cell=24)
 
 
 def test_colours_levels_and_text():

@@ -24,6 +24,7 @@ __all__ = [
     "resolve_axes",
     "heatmap_transform",
     "heatmap_labels",
+    "heatmap_cell",
     "tier_color_dict",
     "choose_level",
     "level_downsample",
@@ -174,7 +175,43 @@ def heatmap_transform(
     return tuple(scale), tuple(translate)
 
 
-def heatmap_labels(tiers: np.ndarray, axes: str, layer_shape: Sequence[int], rgb: bool = False) -> np.ndarray:
+#: A tile is drawn as at most this many grid cells per side (see :func:`heatmap_cell`).
+MAX_CELLS_PER_TILE = 16
+#: Finer cells are used only while the heatmap holds at most this many labels.
+MAX_HEATMAP_LABELS = 2**24
+
+
+def heatmap_cell(tile_size: int, image_shape: Sequence[int], planes: int = 1) -> int:
+    """Side (pixels of the rated level) of the cells the heatmap is drawn with.
+
+    A tile that the image border cuts covers only the pixels inside the image, but a grid of
+    whole tiles would draw it full size, overhanging the image by up to a tile. Drawing each
+    tile as ``k x k`` cells of side ``tile_size / k`` (``k`` up to :data:`MAX_CELLS_PER_TILE`,
+    dividing ``tile_size``) cuts the overhang below one cell: the cell is the largest divisor
+    whose grid leaves the least overhang, so whole-tile images keep one cell per tile.
+    Cells that would make the heatmap (``planes`` grids) hold more than
+    :data:`MAX_HEATMAP_LABELS` labels are not considered.
+
+    Examples
+    --------
+    >>> heatmap_cell(64, (128, 192))
+    64
+    >>> heatmap_cell(224, (512, 512))  # 224 / 7 = 32 divides 512: no overhang
+    32
+    """
+    if tile_size < 1:
+        raise LayerError(f"tile_size must be >= 1, got {tile_size}")
+    sides = [int(side) for side in image_shape[-2:]]
+    def labels(cell: int) -> int:
+        return max(1, planes) * (-(-sides[0] // cell)) * (-(-sides[1] // cell))
+
+    candidates = [tile_size // k for k in range(1, MAX_CELLS_PER_TILE + 1)
+                  if tile_size % k == 0 and (k == 1 or labels(tile_size // k) <= MAX_HEATMAP_LABELS)]
+    return min(candidates, key=lambda cell: (max(-side % cell for side in sides), -cell))
+
+
+def heatmap_labels(tiers: np.ndarray, axes: str, layer_shape: Sequence[int], rgb: bool = False,
+                   tile_size: int | None = None, cell: int | None = None) -> np.ndarray:
     """Per-tile labels (``tier + 1``: 1 low, 2 medium, 3 high) with the layer's dimensions.
 
     ``tiers`` is :attr:`perceive_ir.api.QualityMap.tiers`: the stack axes of ``axes`` in
@@ -194,6 +231,10 @@ def heatmap_labels(tiers: np.ndarray, axes: str, layer_shape: Sequence[int], rgb
         Shape of the layer data (of the level rated, for multiscale layers).
     rgb : bool
         Whether the layer is RGB (its last axis is colour, not a layer dimension).
+    tile_size, cell : int, optional
+        With both, each tile is drawn as ``tile_size // cell`` cells of side ``cell`` per
+        side (``cell`` from :func:`heatmap_cell`), and only the cells that start inside the
+        image are kept; without, one label per tile.
 
     Returns
     -------
@@ -220,6 +261,13 @@ def heatmap_labels(tiers: np.ndarray, axes: str, layer_shape: Sequence[int], rgb
     expected = len(spatial)
     if labels.ndim != expected:
         raise LayerError(f"quality map with {labels.ndim} axes does not fit axes {axes!r} ({expected} layer dimensions)")
+    if cell is not None:
+        if tile_size is None or cell < 1 or tile_size % cell:
+            raise LayerError(f"cell must divide tile_size, got cell {cell} and tile_size {tile_size}")
+        per_tile = tile_size // cell
+        y_cells = -(-int(layer_shape[axes.index("Y")]) // cell)  # the cells that start inside the image
+        x_cells = -(-int(layer_shape[axes.index("X")]) // cell)
+        labels = labels.repeat(per_tile, axis=-2)[..., :y_cells, :].repeat(per_tile, axis=-1)[..., :x_cells]
     return labels
 
 

@@ -785,9 +785,11 @@ class QualityWidget(Container):
 
     def _show_heatmap(self, job: HeatmapJob, quality_map: Any) -> Any:
         layer = job.layer
-        labels = _layers.heatmap_labels(quality_map.tiers, job.axes, job.data.shape, layer.rgb)
-        scale, translate = _layers.heatmap_transform(quality_map.tile_size, layer.scale, layer.translate,
-                                                     job.downsample[-2:])
+        tiers, tile = quality_map.tiers, quality_map.tile_size
+        planes = tiers.size // max(1, tiers.shape[-2] * tiers.shape[-1])
+        cell = _layers.heatmap_cell(tile, quality_map.image_shape, planes=planes)
+        labels = _layers.heatmap_labels(tiers, job.axes, job.data.shape, layer.rgb, tile_size=tile, cell=cell)
+        scale, translate = _layers.heatmap_transform(cell, layer.scale, layer.translate, job.downsample[-2:])
         scale = tuple(s * f for s, f in zip(scale[:-2], job.downsample[:-2])) + scale[-2:]
         name = f"{layer.name} quality"
         metadata = {"perceive_ir": {"heatmap": True, "source": layer.name, "summary": quality_map.summary,

@@ -71,6 +71,30 @@ def test_logistic_regression_separates_separable_tiers():
     assert evaluate.classical_features(torch.rand(3, 3, 32, 32)).shape == (3, 8)
 
 
+def test_anscombe_stabilises_photon_noise_and_inverts_without_bias():
+    from perceive_ir.degrade import add_poisson_gaussian_noise
+
+    for value, photons, read_noise in [(0.3, 20.0, 1.0), (0.05, 10.0, 1.5), (0.8, 100.0, 0.5)]:
+        vst = evaluate.Anscombe(photons, read_noise)
+        noisy = add_poisson_gaussian_noise(np.full((200, 200), value, np.float32), photons, read_noise, rng=0)
+        transformed = vst.forward(noisy)
+        assert transformed.std() == pytest.approx(1.0, abs=0.1)  # measured 1.01-1.08
+        # the exact unbiased inverse of the mean; the algebraic inverse is 0.022 at 0.05 (10 photons)
+        assert float(vst.inverse(np.array(transformed.mean()))) == pytest.approx(value, abs=0.005)
+    # a denoiser run in the stabilised domain gets unit-variance noise scaled to [0, 1]
+    seen = {}
+
+    def denoiser(image, sigma):
+        seen.update(low=float(image.min()), high=float(image.max()), sigma=sigma)
+        return image
+
+    vst = evaluate.Anscombe(20.0, 1.0)
+    ramp = add_poisson_gaussian_noise(np.tile(np.linspace(0.1, 0.9, 64, dtype=np.float32), (64, 1)), 20.0, 1.0, rng=1)
+    assert np.allclose(vst.denoise(ramp, denoiser), vst.inverse(vst.forward(ramp)), atol=1e-5)
+    assert seen["low"] == pytest.approx(0.0) and seen["high"] == pytest.approx(1.0)
+    assert seen["sigma"] == pytest.approx(1.0 / np.ptp(vst.forward(ramp)))
+
+
 def test_scores_table_marks_the_best_method_and_reports_speed(scene):
     scores = evaluate.Scores()
     case = evaluate.Case(scene * 0.5, scene)
@@ -97,7 +121,8 @@ def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, mo
     for row in ("Set12 sigma 25 | perceive-ir (blind)", "CBSD held-out sigma 50 | perceive-ir per channel",
                 "haze | dark channel prior", "motion blur | Richardson-Lucy (true kernel)",
                 "microscopy (skimage cell) | TV", "low light | gamma / CLAHE", "rain | median filter",
-                "photon noise (Poisson-Gaussian) | NL-means", "photon noise, band-limited (micrograph-like) | TV"):
+                "photon noise (Poisson-Gaussian) | NL-means", "photon noise, band-limited (micrograph-like) | TV",
+                "microscopy (skimage cell) | NL-means + Anscombe", "photon noise (Poisson-Gaussian) | BM3D + Anscombe"):
         assert np.isfinite(stored["psnr"][row]), row
     assert stored["psnr"]["Set12 sigma 25 | TV"] > stored["psnr"]["Set12 sigma 25 | input"] + 3
     assert "| s / megapixel |" in result["markdown"]
@@ -105,7 +130,8 @@ def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, mo
     def refuse(*args, **kwargs):
         raise AssertionError("a cached classical method ran again")
 
-    for name in ("tv", "nlmeans", "wavelet", "dark_channel_dehaze", "richardson_lucy", "brighten", "median_derain"):
+    for name in ("tv", "nlmeans", "wavelet", "dark_channel_dehaze", "richardson_lucy", "brighten", "median_derain",
+                 "tv_anscombe", "nlmeans_anscombe", "bm3d_anscombe"):
         monkeypatch.setattr(evaluate, name, refuse)
     again = evaluate.main(["--model", restorer_file, "--images", "1", "--sections", "set12", "tasks",
                            "--baseline-cache", str(cache)])

@@ -6,6 +6,8 @@ Not part of the package; imported by ``benchmarks/speed.py``, ``memory.py`` and 
 
 from __future__ import annotations
 
+import functools
+
 import datetime as _dt
 import os
 import platform
@@ -42,7 +44,13 @@ def default_model_choice() -> str:
 
 def random_architecture() -> tuple[dict[str, Any], str]:
     """(config, where it comes from) of ``--model random``: the bundled default's architecture,
-    read from its weights file, else :data:`FALLBACK_ARCH`."""
+    read from its weights file (once per process), else :data:`FALLBACK_ARCH`."""
+    config, source = _read_architecture()
+    return dict(config), source
+
+
+@functools.lru_cache(maxsize=1)
+def _read_architecture() -> tuple[dict[str, Any], str]:
     try:
         from perceive_ir.zoo import get_entry, read_weights
 

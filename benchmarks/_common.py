@@ -6,9 +6,8 @@ Not part of the package; imported by ``benchmarks/speed.py``, ``memory.py`` and 
 
 from __future__ import annotations
 
-import functools
-
 import datetime as _dt
+import functools
 import os
 import platform
 import statistics

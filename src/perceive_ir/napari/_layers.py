@@ -202,6 +202,7 @@ def heatmap_cell(tile_size: int, image_shape: Sequence[int], planes: int = 1) ->
     if tile_size < 1:
         raise LayerError(f"tile_size must be >= 1, got {tile_size}")
     sides = [int(side) for side in image_shape[-2:]]
+
     def labels(cell: int) -> int:
         return max(1, planes) * (-(-sides[0] // cell)) * (-(-sides[1] // cell))
 

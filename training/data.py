@@ -200,7 +200,6 @@ class SynthesizedTask(Task):
     images: Sequence[np.ndarray]
     degrade_function: Callable[[np.ndarray, np.random.Generator], np.ndarray]
     gray_planes: bool = True
-
     prepare: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
 
     def __len__(self) -> int:

@@ -137,3 +137,20 @@ def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, mo
                            "--baseline-cache", str(cache)])
     for key in ("Set12 sigma 25 | TV", "haze | dark channel prior", "microscopy (skimage cell) | NL-means"):
         assert again["psnr"][key] == stored["psnr"][key]
+
+
+@pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (CBSD432 held-out crops)")
+def test_haze_global_error_benchmark_fits_a_gain_and_offset(restorer_file, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "haze_global_error.py"
+    spec = importlib.util.spec_from_file_location("haze_global_error", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    clean = np.random.default_rng(0).uniform(0.2, 0.8, (16, 16, 3))
+    np.testing.assert_allclose(module.oracle_affine(0.5 * clean + 0.1, clean), clean, atol=1e-6)
+    means = module.main(["--model", restorer_file, "--images", "1"])
+    assert set(means) == {"input", "model", "dark channel prior", "model + oracle affine"}
+    # the identity is one of the fitted maps, so the fit is never worse than the output itself
+    assert means["model + oracle affine"] >= means["model"] - 1e-3
+    assert "| mean |" in capsys.readouterr().out

@@ -6,6 +6,7 @@ Not part of the package; imported by ``benchmarks/speed.py``, ``memory.py`` and 
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import functools
 import os
@@ -45,7 +46,7 @@ def random_architecture() -> tuple[dict[str, Any], str]:
     """(config, where it comes from) of ``--model random``: the bundled default's architecture,
     read from its weights file (once per process), else :data:`FALLBACK_ARCH`."""
     config, source = _read_architecture()
-    return dict(config), source
+    return copy.deepcopy(config), source
 
 
 @functools.lru_cache(maxsize=1)

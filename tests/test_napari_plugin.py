@@ -551,6 +551,12 @@ def test_heatmap_cells_stop_at_the_image_border():
     assert stacked.shape == (2, *labels.shape)
     with pytest.raises(LayerError, match="must divide"):
         _layers.heatmap_labels(tiers, "YX", (100, 150), tile_size=64, cell=24)
+    # an RGB layer (colour axis not a layer dimension) and channels rated separately (CZYX)
+    assert _layers.heatmap_labels(tiers, "YXC", (100, 150, 3), rgb=True, tile_size=64, cell=4).shape == (25, 38)
+    separate = np.zeros((5, 2, 2, 3), dtype=int)  # Z, C, tiles_y, tiles_x
+    separate[:, 1] = 2
+    moved = _layers.heatmap_labels(separate, "CZYX", (2, 5, 100, 150), tile_size=64, cell=4)
+    assert moved.shape == (2, 5, 25, 38) and (moved[1] == 3).all() and (moved[0] == 1).all()
 
 
 def test_colours_levels_and_text():

@@ -192,17 +192,22 @@ def bm3d_denoise(image: np.ndarray, sigma: float, per_channel: bool = False) -> 
     return bm3d.bm3d(image, sigma)
 
 
+#: Oracle grids: TV weight and NL-means filter strength, in multiples of the noise level.
+TV_WEIGHTS = (0.5, 0.8, 1.2, 1.8, 2.5)
+NLMEANS_STRENGTHS = (0.6, 0.8, 1.0, 1.2)
+
+
 def nlmeans(image: np.ndarray, sigma: float, clean: np.ndarray) -> np.ndarray:
     axis = -1 if image.ndim == 3 else None
     return oracle([lambda h=h: restoration.denoise_nl_means(image, h=h * sigma, sigma=sigma, patch_size=5,
                                                              patch_distance=6, fast_mode=True, channel_axis=axis)
-                   for h in (0.6, 0.8, 1.0, 1.2)], clean)
+                   for h in NLMEANS_STRENGTHS], clean)
 
 
 def tv(image: np.ndarray, sigma: float, clean: np.ndarray) -> np.ndarray:
     axis = -1 if image.ndim == 3 else None
     return oracle([lambda w=w: restoration.denoise_tv_chambolle(image, weight=w * sigma, channel_axis=axis)
-                   for w in (0.5, 0.8, 1.2, 1.8, 2.5)], clean)
+                   for w in TV_WEIGHTS], clean)
 
 
 @dataclass
@@ -246,14 +251,14 @@ def photon_parameters(case: Case) -> Anscombe:
 def tv_anscombe(case: Case) -> np.ndarray:
     vst, axis = photon_parameters(case), (-1 if case.degraded.ndim == 3 else None)
     return oracle([lambda w=w: vst.denoise(case.degraded, lambda g, s: restoration.denoise_tv_chambolle(
-        g, weight=w * s, channel_axis=axis)) for w in (0.5, 0.8, 1.2, 1.8, 2.5)], case.clean)
+        g, weight=w * s, channel_axis=axis)) for w in TV_WEIGHTS], case.clean)
 
 
 def nlmeans_anscombe(case: Case) -> np.ndarray:
     vst, axis = photon_parameters(case), (-1 if case.degraded.ndim == 3 else None)
     return oracle([lambda h=h: vst.denoise(case.degraded, lambda g, s: restoration.denoise_nl_means(
         g, h=h * s, sigma=s, patch_size=5, patch_distance=6, fast_mode=True, channel_axis=axis))
-        for h in (0.6, 0.8, 1.0, 1.2)], case.clean)
+        for h in NLMEANS_STRENGTHS], case.clean)
 
 
 def bm3d_anscombe(case: Case) -> np.ndarray:

@@ -786,7 +786,8 @@ class QualityWidget(Container):
     def _show_heatmap(self, job: HeatmapJob, quality_map: Any) -> Any:
         layer = job.layer
         tiers, tile = quality_map.tiers, quality_map.tile_size
-        planes = tiers.size // max(1, tiers.shape[-2] * tiers.shape[-1])
+        spatial_shape = job.data.shape[:-1] if layer.rgb else job.data.shape
+        planes = int(np.prod(spatial_shape[:-2], dtype=np.int64))  # label grids the heatmap holds
         cell = _layers.heatmap_cell(tile, quality_map.image_shape, planes=planes)
         labels = _layers.heatmap_labels(tiers, job.axes, job.data.shape, layer.rgb, tile_size=tile, cell=cell)
         scale, translate = _layers.heatmap_transform(cell, layer.scale, layer.translate, job.downsample[-2:])

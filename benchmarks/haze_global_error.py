@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from skimage.metrics import peak_signal_noise_ratio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
@@ -28,7 +29,8 @@ from perceive_ir import load_restorer  # noqa: E402
 
 
 def psnr(image: np.ndarray, clean: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((np.clip(image, 0, 1) - clean) ** 2)))
+    """PSNR of ``image`` clipped to [0, 1], as ``evaluate.Scores`` scores it."""
+    return float(peak_signal_noise_ratio(clean.astype(np.float64), np.clip(image, 0, 1).astype(np.float64), data_range=1.0))
 
 
 def oracle_affine(output: np.ndarray, clean: np.ndarray) -> np.ndarray:

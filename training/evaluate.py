@@ -197,16 +197,23 @@ TV_WEIGHTS = (0.5, 0.8, 1.2, 1.8, 2.5)
 NLMEANS_STRENGTHS = (0.6, 0.8, 1.0, 1.2)
 
 
-def nlmeans(image: np.ndarray, sigma: float, clean: np.ndarray) -> np.ndarray:
-    axis = -1 if image.ndim == 3 else None
-    return oracle([lambda h=h: restoration.denoise_nl_means(image, h=h * sigma, sigma=sigma, patch_size=5,
-                                                             patch_distance=6, fast_mode=True, channel_axis=axis)
-                   for h in NLMEANS_STRENGTHS], clean)
+def _stabilised(image: np.ndarray, sigma: float | None, vst: Anscombe | None) -> Callable[[Callable], np.ndarray]:
+    """``apply(denoiser)``: ``denoiser(image, sigma)``, or the same run after ``vst`` (see :meth:`Anscombe.denoise`)."""
+    if vst is None:
+        return lambda denoiser: denoiser(image, sigma)
+    return lambda denoiser: vst.denoise(image, denoiser)
 
 
-def tv(image: np.ndarray, sigma: float, clean: np.ndarray) -> np.ndarray:
-    axis = -1 if image.ndim == 3 else None
-    return oracle([lambda w=w: restoration.denoise_tv_chambolle(image, weight=w * sigma, channel_axis=axis)
+def nlmeans(image: np.ndarray, sigma: float | None, clean: np.ndarray, vst: Anscombe | None = None) -> np.ndarray:
+    axis, apply = (-1 if image.ndim == 3 else None), _stabilised(image, sigma, vst)
+    return oracle([lambda h=h: apply(lambda x, s: restoration.denoise_nl_means(
+        x, h=h * s, sigma=s, patch_size=5, patch_distance=6, fast_mode=True, channel_axis=axis))
+        for h in NLMEANS_STRENGTHS], clean)
+
+
+def tv(image: np.ndarray, sigma: float | None, clean: np.ndarray, vst: Anscombe | None = None) -> np.ndarray:
+    axis, apply = (-1 if image.ndim == 3 else None), _stabilised(image, sigma, vst)
+    return oracle([lambda w=w: apply(lambda x, s: restoration.denoise_tv_chambolle(x, weight=w * s, channel_axis=axis))
                    for w in TV_WEIGHTS], clean)
 
 
@@ -249,16 +256,11 @@ def photon_parameters(case: Case) -> Anscombe:
 
 
 def tv_anscombe(case: Case) -> np.ndarray:
-    vst, axis = photon_parameters(case), (-1 if case.degraded.ndim == 3 else None)
-    return oracle([lambda w=w: vst.denoise(case.degraded, lambda g, s: restoration.denoise_tv_chambolle(
-        g, weight=w * s, channel_axis=axis)) for w in TV_WEIGHTS], case.clean)
+    return tv(case.degraded, None, case.clean, vst=photon_parameters(case))
 
 
 def nlmeans_anscombe(case: Case) -> np.ndarray:
-    vst, axis = photon_parameters(case), (-1 if case.degraded.ndim == 3 else None)
-    return oracle([lambda h=h: vst.denoise(case.degraded, lambda g, s: restoration.denoise_nl_means(
-        g, h=h * s, sigma=s, patch_size=5, patch_distance=6, fast_mode=True, channel_axis=axis))
-        for h in NLMEANS_STRENGTHS], case.clean)
+    return nlmeans(case.degraded, None, case.clean, vst=photon_parameters(case))
 
 
 def bm3d_anscombe(case: Case) -> np.ndarray:

@@ -181,6 +181,11 @@ MAX_CELLS_PER_TILE = 16
 MAX_HEATMAP_LABELS = 2**24
 
 
+def _cells(side: int, cell: int) -> int:
+    """Cells of side ``cell`` that start inside ``side`` pixels (ceiling division)."""
+    return -(-int(side) // cell)
+
+
 def heatmap_cell(tile_size: int, image_shape: Sequence[int], planes: int = 1) -> int:
     """Side (pixels of the rated level) of the cells the heatmap is drawn with.
 
@@ -204,7 +209,7 @@ def heatmap_cell(tile_size: int, image_shape: Sequence[int], planes: int = 1) ->
     sides = [int(side) for side in image_shape[-2:]]
 
     def labels(cell: int) -> int:
-        return max(1, planes) * (-(-sides[0] // cell)) * (-(-sides[1] // cell))
+        return max(1, planes) * _cells(sides[0], cell) * _cells(sides[1], cell)
 
     candidates = [tile_size // k for k in range(1, MAX_CELLS_PER_TILE + 1)
                   if tile_size % k == 0 and (k == 1 or labels(tile_size // k) <= MAX_HEATMAP_LABELS)]
@@ -266,8 +271,7 @@ def heatmap_labels(tiers: np.ndarray, axes: str, layer_shape: Sequence[int], rgb
         if tile_size is None or cell < 1 or tile_size % cell:
             raise LayerError(f"cell must divide tile_size, got cell {cell} and tile_size {tile_size}")
         per_tile = tile_size // cell
-        y_cells = -(-int(layer_shape[axes.index("Y")]) // cell)  # the cells that start inside the image
-        x_cells = -(-int(layer_shape[axes.index("X")]) // cell)
+        y_cells, x_cells = _cells(layer_shape[axes.index("Y")], cell), _cells(layer_shape[axes.index("X")], cell)
         labels = labels.repeat(per_tile, axis=-2)[..., :y_cells, :].repeat(per_tile, axis=-1)[..., :x_cells]
     return labels
 

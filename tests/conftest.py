@@ -43,8 +43,9 @@ def perturb(model: torch.nn.Module, scale: float = 0.02, seed: int = 0) -> torch
 
 @pytest.fixture(scope="session")
 def tiny_restorer() -> Restorer:
+    """RGB, with a colour head: every API test also checks that its per-image correction holds across tiles."""
     torch.manual_seed(0)
-    return perturb(Restorer(tiny_restorer_config())).eval()
+    return perturb(Restorer(tiny_restorer_config(color_head=True))).eval()
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ RESTORER_VARIANTS = {
     "compact-cfe-only": dict(sgm=False),
     "compact-full-res": dict(backbone_args={"width": 8, "encoder_blocks": [1, 1], "latent_blocks": 1,
                                             "decoder_blocks": [1, 1], "full_res_width": 4}),
+    "compact-color-head": dict(color_head=True),
     "restormer-cfe-sgm": dict(backbone="restormer", backbone_args=TINY_RESTORMER),
     "compact-clip-sgm": dict(semantic="clip", semantic_args={"vision_cfg": {**tiny_clip()["vision_cfg"], "layers": 3},
                                                              "embed_dim": 32, "depths": [0, 1, 2]}),
@@ -102,6 +103,32 @@ def test_guidance_starts_as_identity() -> None:
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), model.backbone(x), atol=1e-6)
+
+
+def test_color_head_starts_as_identity_and_corrects_each_image_and_channel() -> None:
+    """Zero-initialised, the head leaves a grown model unchanged; trained, it applies y * (1 + g) + b per image."""
+    torch.manual_seed(0)
+    plain = Restorer(tiny_restorer_config()).eval()
+    grown = Restorer(tiny_restorer_config(color_head=True)).eval()
+    missing, unexpected = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(name.startswith("color.") for name in missing)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(grown(x), plain(x))
+        last = grown.color.mlp[-1]
+        last.bias.copy_(torch.tensor([0.5, 0.0, -0.5, 0.1, 0.2, 0.3]))  # gains, then offsets
+        condition = grown.condition(x)
+        expected = plain(x) * torch.tensor([1.5, 1.0, 0.5]).view(1, 3, 1, 1) + torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)
+        assert torch.allclose(grown(x, condition), expected, atol=1e-6)
+        # images of one batch get their own correction, from their own condition
+        last.weight.normal_()
+        gain, offset = grown.color.mlp(condition.vector(0)).view(2, 2, 3, 1, 1).unbind(1)
+        assert not torch.allclose(gain[0], gain[1], atol=1e-3)
+        assert torch.allclose(grown(x), plain(x) * (1 + gain) + offset, atol=1e-5)
+        separate = torch.cat([grown(x[i : i + 1]) for i in range(2)])
+        assert torch.allclose(grown(x), separate, atol=1e-5)
+    with pytest.raises(ValueError, match="color_head=True needs"):
+        tiny_restorer_config(color_head=True, sgm=False)
 
 
 def test_condition_from_crops_is_the_mean_embedding() -> None:

@@ -409,13 +409,15 @@ def test_init_from_grows_a_trained_restorer(smoke_run, tmp_path):
     grown_args = json.dumps(dict(smoke_args, full_res_width=4))
     source = folder / "restorer.pt"
     result = run.main(["--out", str(tmp_path), "--resume", "--stage", "2", "--override", f"init_from={json.dumps(str(source))}",
-                       "--override", f"backbone_args={grown_args}", "--override", "steps=2"])
+                       "--override", f"backbone_args={grown_args}", "--override", "color_head=true",
+                       "--override", "steps=2"])
     assert result["restorer_step"] == 2
     state = run.load_checkpoint(tmp_path / "restorer.pt")
     provenance = state["initialised_from"]
     assert provenance["step"] == 8 and provenance["path"] == str(source)
     assert provenance["changed"]["backbone_args"][1]["full_res_width"] == 4
     assert any(name.startswith("backbone.full_res.") for name in provenance["added_parameters"])
+    assert {"color.mlp.0", "color.mlp.2"} <= set(provenance["added_parameters"])
     # the weights that were there came from the source (trained 2 more steps at a small learning rate)
     before = run.load_checkpoint(source)["models"]["model"]
     after = state["models"]["model"]

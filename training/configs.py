@@ -102,14 +102,14 @@ class TrainConfig:
         learning rate of the image tower when it is trained (no pretrained CLIP).
     perceiver_eval_crops : int
         Held-out crops per task for the three-tier accuracy.
-    backbone, backbone_args, semantic, semantic_args, cfe, sgm, embed_dim :
+    backbone, backbone_args, semantic, semantic_args, cfe, sgm, embed_dim, color_head :
         Stage-2 restorer architecture (``RestorerConfig`` fields). ``semantic_args``
         of ``"clip"`` is filled from the perceiver's image tower.
     init_from : str or None
         Start stage 2 from the restorer of another run (its folder or its ``restorer.pt``)
         instead of from scratch: every stored weight must fit the new model (same names
         and shapes); parameters the new model adds (e.g. ``full_res_width`` in
-        ``backbone_args``) keep their initialisation, which for the compact backbone
+        ``backbone_args``, ``color_head``) keep their initialisation, which for the compact backbone
         leaves the output unchanged. The source's step, minutes and history go into the
         checkpoint and the model card.
     dinov2_file : str or None
@@ -189,6 +189,7 @@ class TrainConfig:
     )
     cfe: bool = True
     sgm: bool = True
+    color_head: bool = False
     embed_dim: int = 128
     semantic: str = "clip"
     semantic_args: dict[str, Any] = field(default_factory=lambda: {"depths": [1, 2, 3]})

@@ -372,7 +372,7 @@ def restorer_config(config: TrainConfig) -> RestorerConfig:
         semantic_args = {"vision_cfg": vision_cfg, "embed_dim": embed_dim, "depths": list(semantic_args.get("depths", [1, 2, 3]))}
     return RestorerConfig(in_channels=3, backbone=config.backbone, backbone_args=dict(config.backbone_args),
                           cfe=config.cfe, embed_dim=config.embed_dim, sgm=config.sgm, semantic=config.semantic,
-                          semantic_args=semantic_args)
+                          semantic_args=semantic_args, color_head=config.color_head)
 
 
 def build_restorer(config: TrainConfig, perceiver: QualityPerceiver) -> Restorer:

@@ -54,6 +54,12 @@ class RestorerConfig:
         Cross-attention heads in each guidance block.
     condition_crop : int
         Side of the crops from which a per-image condition is computed at inference.
+    color_head : bool
+        Correct the backbone's output with one gain and one offset per channel and image,
+        ``y * (1 + g) + b``, predicted from the global condition (needs ``sgm``). The last
+        layer starts at zero, so a grown model computes what it did before. Global errors
+        (haze's colour and contrast, exposure) are one vector per image, which a
+        convolutional backbone that sees a tile at a time cannot estimate well.
     """
 
     in_channels: int = 3
@@ -66,6 +72,7 @@ class RestorerConfig:
     semantic_args: dict[str, Any] = field(default_factory=dict)
     guidance_heads: int = 1
     condition_crop: int = 128
+    color_head: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -76,6 +83,8 @@ class RestorerConfig:
             raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
         if self.sgm and not self.cfe and self.semantic == "none":
             raise ValueError("sgm=True needs a condition: enable cfe or choose a semantic source")
+        if self.color_head and not self.sgm:
+            raise ValueError("color_head=True needs the global condition of sgm=True")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +146,7 @@ class Restorer(nn.Module):
                     f"{len(levels)} guidance levels"
                 )
             self.sgm = SemanticGuidance(levels, condition_dim, heads=config.guidance_heads)
+        self.color = ColorHead(condition_dim, config.in_channels) if config.color_head else None
 
     @property
     def in_channels(self) -> int:
@@ -178,4 +188,25 @@ class Restorer(nn.Module):
             condition = self.condition(x)
         else:
             condition = condition.expand(x.shape[0])
-        return self.backbone(x, modulate=self.sgm.modulator(condition))
+        restored = self.backbone(x, modulate=self.sgm.modulator(condition))
+        if self.color is not None:
+            restored = self.color(restored, condition.vector(0))
+        return restored
+
+
+class ColorHead(nn.Module):
+    """Per-image, per-channel affine correction ``y * (1 + gain) + offset`` from a condition vector.
+
+    The output layer is zero-initialised: the head starts as the identity.
+    """
+
+    def __init__(self, condition_dim: int, channels: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.channels = channels
+        self.mlp = nn.Sequential(nn.Linear(condition_dim, hidden), nn.GELU(), nn.Linear(hidden, 2 * channels))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, y: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        gain, offset = self.mlp(condition).to(y.dtype).reshape(y.shape[0], 2 * self.channels, 1, 1).chunk(2, dim=1)
+        return y * (1 + gain) + offset

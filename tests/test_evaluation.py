@@ -122,7 +122,8 @@ def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, mo
                 "haze | dark channel prior", "motion blur | Richardson-Lucy (true kernel)",
                 "microscopy (skimage cell) | TV", "low light | gamma / CLAHE", "rain | median filter",
                 "photon noise (Poisson-Gaussian) | NL-means", "photon noise, band-limited (micrograph-like) | TV",
-                "microscopy (skimage cell) | NL-means + Anscombe", "photon noise (Poisson-Gaussian) | BM3D + Anscombe"):
+                "microscopy (skimage cell) | NL-means + Anscombe", "photon noise (Poisson-Gaussian) | BM3D + Anscombe",
+                "microscopy (synthetic) | TV + Anscombe"):
         assert np.isfinite(stored["psnr"][row]), row
     assert stored["psnr"]["Set12 sigma 25 | TV"] > stored["psnr"]["Set12 sigma 25 | input"] + 3
     assert "| s / megapixel |" in result["markdown"]
@@ -134,9 +135,12 @@ def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, mo
                  "tv_anscombe", "nlmeans_anscombe", "bm3d_anscombe"):
         monkeypatch.setattr(evaluate, name, refuse)
     again = evaluate.main(["--model", restorer_file, "--images", "1", "--sections", "set12", "tasks",
-                           "--baseline-cache", str(cache)])
+                           "--baseline-cache", str(cache), "--ensemble", "2"])
     for key in ("Set12 sigma 25 | TV", "haze | dark channel prior", "microscopy (skimage cell) | NL-means"):
         assert again["psnr"][key] == stored["psnr"][key]
+    # --ensemble restores with mirrored copies (the tiny random model is not equivariant)
+    assert "self-ensemble of 2" in again["markdown"]
+    assert again["psnr"]["Set12 sigma 25 | perceive-ir (blind)"] != stored["psnr"]["Set12 sigma 25 | perceive-ir (blind)"]
 
 
 @pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (CBSD432 held-out crops)")

@@ -18,6 +18,7 @@ from perceive_ir.synthetic import (
     CAMERA_OFFSET,
     SAMPLE_SEED,
     STRUCTURES,
+    acquisition_parameters,
     degrade_fluorescence,
     make_fluorescence_pair,
     make_hazy_astronaut_pair,
@@ -66,6 +67,21 @@ def test_degrade_fluorescence_is_reproducible_and_noisier_with_fewer_photons():
     errors = [float(np.std(degrade_fluorescence(clean, rng=2, blur_sigma=0.0, photons=p, read_noise=1.0) - clean))
               for p in (10.0, 300.0)]
     assert errors[0] > 2 * errors[1]
+
+
+def test_acquisition_drawn_first_gives_the_same_image_and_records_it():
+    clean = synth_fluorescence((64, 64), rng=1)
+    for seed in range(6):
+        generator = np.random.default_rng(seed)
+        acquisition = acquisition_parameters(generator)
+        np.testing.assert_array_equal(degrade_fluorescence(clean, rng=generator, **acquisition),
+                                      degrade_fluorescence(clean, rng=seed))
+        assert 10 <= acquisition["photons"] <= 300 and 0.5 <= acquisition["read_noise"] <= 2
+        assert acquisition["blur_sigma"] == 0 or 0.5 <= acquisition["blur_sigma"] <= 2
+    given = acquisition_parameters(0, photons=42.0)
+    assert given["photons"] == 42.0 and 0.5 <= given["read_noise"] <= 2
+    assert acquisition_parameters(3, blur_sigma=0.0, photons=5.0, read_noise=1.5) == {
+        "blur_sigma": 0.0, "photons": 5.0, "read_noise": 1.5}
 
 
 def test_structures_argument_only_overrides_the_random_choice():

@@ -211,14 +211,40 @@ def degrade_fluorescence(
         float32 image of the input's shape, not clipped (unbiased noise).
     """
     generator = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    acquisition = acquisition_parameters(generator, blur_sigma=blur_sigma, photons=photons, read_noise=read_noise)
+    blur_sigma = acquisition["blur_sigma"]
+    image = gaussian_blur(clean, blur_sigma) if blur_sigma > 0 else np.asarray(clean, dtype=np.float32)
+    return add_poisson_gaussian_noise(image, acquisition["photons"], acquisition["read_noise"], rng=generator)
+
+
+def acquisition_parameters(
+    rng: np.random.Generator | int | None = None,
+    *,
+    blur_sigma: float | None = None,
+    photons: float | None = None,
+    read_noise: float | None = None,
+) -> dict[str, float]:
+    """The acquisition of :func:`degrade_fluorescence`: the given values, the others drawn.
+
+    Drawing them first with the generator that is then passed to
+    :func:`degrade_fluorescence` (with these values) gives the same image as letting it
+    draw them itself, and records what was drawn (e.g. for a variance-stabilising
+    transform that needs the true photon count).
+
+    Returns
+    -------
+    dict
+        ``blur_sigma`` (pixels, 0: none), ``photons`` (of a pixel of value 1) and
+        ``read_noise`` (photo-electrons).
+    """
+    generator = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     if blur_sigma is None:
         blur_sigma = 0.0 if generator.random() < 0.5 else float(generator.uniform(0.5, 2.0))
     if photons is None:
         photons = float(np.exp(generator.uniform(np.log(10.0), np.log(300.0))))
     if read_noise is None:
         read_noise = float(generator.uniform(0.5, 2.0))
-    image = gaussian_blur(clean, blur_sigma) if blur_sigma > 0 else np.asarray(clean, dtype=np.float32)
-    return add_poisson_gaussian_noise(image, photons, read_noise, rng=generator)
+    return {"blur_sigma": float(blur_sigma), "photons": float(photons), "read_noise": float(read_noise)}
 
 
 # -- sample images ------------------------------------------------------------------------

@@ -185,6 +185,60 @@ def test_tile_size_is_chosen_from_memory(tiny_restorer) -> None:
 # -- dask, zarr, files -------------------------------------------------------------------------
 
 
+# -- self-ensemble --------------------------------------------------------------------------
+
+
+class _PointwiseModel(torch.nn.Module):
+    """A 1x1 convolution: exactly equivariant to rotations and mirrors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, x, condition=None):
+        return self.conv(x)
+
+
+def test_self_ensemble_turns_each_copy_back_before_averaging(tiny_restorer) -> None:
+    torch.manual_seed(3)
+    batch = torch.rand(2, 3, 32, 48)
+    pointwise = _PointwiseModel()
+    with torch.no_grad():
+        for size in (2, 4, 8):  # an equivariant model gives its plain output
+            assert torch.allclose(api.self_ensemble(pointwise, batch, None, size), pointwise(batch), atol=1e-6)
+        condition = tiny_restorer.condition(batch)
+        copies = [tiny_restorer(batch, condition), tiny_restorer(batch.flip(-1), condition).flip(-1)]
+        assert torch.allclose(api.self_ensemble(tiny_restorer, batch, condition, 2), sum(copies) / 2, atol=1e-6)
+        turned = torch.rot90(tiny_restorer(torch.rot90(batch, 1, dims=(-2, -1)), condition), -1, dims=(-2, -1))
+        four = api.self_ensemble(tiny_restorer, batch, condition, 4)
+        assert torch.allclose(four, (copies[0] + turned + sum(
+            torch.rot90(tiny_restorer(torch.rot90(batch, k, dims=(-2, -1)), condition), -k, dims=(-2, -1))
+            for k in (2, 3))) / 4, atol=1e-6)
+        assert not torch.allclose(four, copies[0], atol=1e-4)
+    with pytest.raises(InputError, match="ensemble must be one of"):
+        api.self_ensemble(tiny_restorer, batch, None, 3)
+
+
+def test_restore_with_ensemble_tiles_like_the_whole_image_and_works_lazily(tiny_restorer) -> None:
+    import dask.array as da
+
+    rng = np.random.default_rng(8)
+    image = (rng.random((2, 120, 136)) * 4000).astype(np.uint16)
+    plain = restore(image, model=tiny_restorer, axes="ZYX", tile_size=256, device="cpu", out_dtype="float32")
+    whole = restore(image, model=tiny_restorer, axes="ZYX", tile_size=256, device="cpu", out_dtype="float32",
+                    ensemble=8)
+    tiled = restore(image, model=tiny_restorer, axes="ZYX", tile_size=64, tile_overlap=32, device="cpu",
+                    out_dtype="float32", ensemble=8)
+    assert np.abs(whole - plain).mean() > 10  # (of 4000) the copies differ: the tiny model is not equivariant
+    assert np.abs(tiled - whole).max() < 5e-3 * 4000
+    lazy = restore(da.from_array(image, chunks=(1, 64, 72)), model=tiny_restorer, axes="ZYX", tile_size=64,
+                   tile_overlap=32, device="cpu", out_dtype="float32", ensemble=8)
+    assert np.abs(lazy.compute() - tiled).max() < 5e-3 * 4000
+    for bad in (0, 3, 16):
+        with pytest.raises(InputError, match="ensemble must be one of"):
+            restore(image, model=tiny_restorer, axes="ZYX", device="cpu", ensemble=bad)
+
+
 def test_dask_input_is_lazy_and_matches_memory(tiny_restorer) -> None:
     import dask.array as da
 

@@ -38,6 +38,18 @@ def test_restore_writes_result_and_report(tmp_path, noisy_tif, restorer_file, pe
     assert "restored" in captured.out and "tile" in captured.err  # tqdm bar on stderr
 
 
+def test_ensemble_option_restores_with_rotated_copies(tmp_path, noisy_tif, restorer_file, capsys) -> None:
+    plain, averaged = tmp_path / "plain.tif", tmp_path / "averaged.tif"
+    common = ["--model", restorer_file, "--tile-size", "48", "--tile-overlap", "8", "--device", "cpu", "--quiet"]
+    assert main(["restore", str(noisy_tif), str(plain), *common]) == 0
+    assert main(["restore", str(noisy_tif), str(averaged), *common, "--ensemble", "4"]) == 0
+    first, second = tifffile.imread(plain), tifffile.imread(averaged)
+    assert first.shape == second.shape and not np.array_equal(first, second)
+    with pytest.raises(SystemExit):
+        main(["restore", str(noisy_tif), str(tmp_path / "x.tif"), *common, "--ensemble", "3"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
 def test_reference_adds_psnr_of_input_and_result(tmp_path, noisy_tif, restorer_file, perceiver_file, capsys) -> None:
     from perceive_ir.cli import reference_psnr
 

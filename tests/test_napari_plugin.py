@@ -235,7 +235,7 @@ def test_restore_adds_an_aligned_layer_and_reuses_the_model(restore_widget, qtbo
     assert "cells restored [1]" in viewer.layers
 
 
-def test_restore_rgb_layer_keeps_rgb(restore_widget, qtbot, notifications):
+def test_restore_rgb_layer_keeps_rgb(restore_widget, qtbot, notifications, monkeypatch):
     viewer, widget = restore_widget
     rgb = np.random.default_rng(1).integers(0, 255, (64, 72, 3), dtype=np.uint8)
     layer = viewer.add_image(rgb, name="photo", rgb=True)
@@ -244,6 +244,21 @@ def test_restore_rgb_layer_keeps_rgb(restore_widget, qtbot, notifications):
     result = viewer.layers["photo restored"]
     assert result.rgb and result.data.shape == rgb.shape and result.data.dtype == np.uint8
     assert not notifications["error"]
+    # the ensemble setting reaches the API (this test's model is the untrained identity: count the copies)
+    from perceive_ir import api
+
+    sizes: list[int] = []
+    original = api.self_ensemble
+
+    def spy(model, batch, condition, size=1):
+        sizes.append(size)
+        return original(model, batch, condition, size)
+
+    monkeypatch.setattr(api, "self_ensemble", spy)
+    widget.ensemble.value = 4
+    widget.start(layer)
+    _wait(qtbot, widget)
+    assert "photo restored [1]" in viewer.layers and sizes and set(sizes) == {4}
 
 
 def test_cancel_stops_the_worker_without_a_layer(restore_widget, qtbot, notifications, monkeypatch):

@@ -126,7 +126,9 @@ def child(args: argparse.Namespace) -> None:
 def child_command(args: argparse.Namespace, in_path: Path, out_path: Path, use_time: bool,
                   pause: float = 0.0) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(in_path), str(out_path),
-           "--tile", str(args.tile), "--batch", str(args.batch), "--model", args.model]
+           "--tile", str(args.tile), "--model", args.model]
+    if args.batch is not None:
+        cmd += ["--batch", str(args.batch)]
     if pause:
         cmd += ["--pause", str(pause)]
     if args.threads:
@@ -228,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat-max-size", type=int, default=4096,
                         help="larger images run once (default 4096)")
     parser.add_argument("--tile", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=None,
+                        help="tiles per forward pass (default: restore()'s own choice, one 512 tile on a CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in the child (default: torch's)")
     parser.add_argument("--model", default=None, help="'random' (random weights of the bundled architecture), "
                         "'default', a registered name or a weights file (default: bundled if present, else random)")
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = _common.machine_facts()
     print(f"# memory.py  {facts}")
     print(f"# model: {_common.model_description(args.model)}")
-    print(f"# restore(in.tif, out=out.tif, tile_size={args.tile}, tile_overlap=32, batch_size={args.batch}, "
+    print(f"# restore(in.tif, out=out.tif, tile_size={args.tile}, tile_overlap=32, batch_size={args.batch} (None: default), "
           f"device='cpu'), each run in a fresh subprocess; RSS by {GNU_TIME} -v "
           f"({'present' if os.path.exists(GNU_TIME) else 'MISSING: psutil polling only'})")
     rows, results = [], []
@@ -299,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             columns.insert(8, "tracemalloc peak MB")
         if rows:
             print(_common.header("Peak memory of restore(tif -> tif) vs image size (median of runs)",
-                                 f"tile {args.tile}, overlap 32, batch {args.batch}, "
+                                 f"tile {args.tile}, overlap 32, batch {args.batch or 'default'}, "
                                  f"{'random weights' if args.model == _common.RANDOM else args.model}"))
             print(_common.table(columns, rows))
 
@@ -310,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             out_path = workdir / f"out_{size}_interrupted.tif"
             irows = []
             for sig in [getattr(signal, "SIG" + name.upper().removeprefix("SIG")) for name in args.signals]:
-                r = interrupt_child(args, in_path, out_path, sig, after_tiles=args.batch)
+                r = interrupt_child(args, in_path, out_path, sig, after_tiles=args.batch or 1)
                 results.append({"interrupt": r})
                 irows.append([f"{size}x{size}", r["signal"], r["at"],
                               f"{r['rc']} (finished before the signal)" if r["finished_first"] else r["rc"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perceive_ir.api import restore
+from perceive_ir.api import restore, restore_steps
 
 
 def test_small_planes_share_batches(tiny_restorer) -> None:
@@ -63,3 +63,24 @@ def test_torch_compile_path_matches_eager(tiny_restorer) -> None:
     eager = restore(image, model=tiny_restorer, tile_size=32, tile_overlap=8, device="cpu")
     compiled = restore(image, model=tiny_restorer, tile_size=32, tile_overlap=8, device="cpu", compile=True)
     np.testing.assert_allclose(compiled, eager, atol=1e-4)
+
+
+def test_wide_image_band_memory_is_a_few_row_bands(tiny_gray_restorer) -> None:
+    """While tiles stream, numpy holds the accumulator's two row bands, one finished band and its
+    cast to the output dtype: scaling back, rounding and clipping happen in place (a 16k-wide
+    slide otherwise needs several extra bands)."""
+    import tracemalloc
+
+    image = (np.random.default_rng(0).random((192, 16384)) * 4000).astype(np.uint16)
+    tracemalloc.start()
+    try:
+        steps = restore_steps(image, model=tiny_gray_restorer, tile_size=64, tile_overlap=16, device="cpu")
+        next(steps)  # intensity sampling and the first batch done; the accumulator exists
+        tracemalloc.reset_peak()
+        result = [step for step in steps][-1]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    band = 64 * image.shape[1] * 4  # one float32 row band of tiles
+    assert result.shape == image.shape and result.dtype == np.uint16
+    assert peak - result.nbytes < 4 * band, f"{(peak - result.nbytes) / band:.1f} row bands"

@@ -146,8 +146,13 @@ class IntensityScaling:
     def forward(self, values: np.ndarray) -> np.ndarray:
         return ((np.asarray(values, dtype=np.float32) - np.float32(self.offset)) / np.float32(self.scale)).astype(np.float32)
 
-    def inverse(self, values: np.ndarray) -> np.ndarray:
-        return values.astype(np.float32) * np.float32(self.scale) + np.float32(self.offset)
+    def inverse(self, values: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """``values * scale + offset`` as float32; ``in_place`` reuses a float32 ``values`` (no band-sized copy)."""
+        if not (in_place and values.dtype == np.float32):
+            values = values.astype(np.float32)
+        values *= np.float32(self.scale)
+        values += np.float32(self.offset)
+        return values
 
 
 def _sample_regions(source: Any, index: Callable[[int, int, int, int], tuple], height: int, width: int,
@@ -200,11 +205,15 @@ def _check_dtype(dtype: np.dtype) -> None:
         raise InputError(f"unsupported dtype {dtype}: expected an integer or floating-point image")
 
 
-def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _to_dtype(values: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np.ndarray:
+    """Round and clip to an integer ``dtype``'s range, or cast; ``in_place`` may overwrite a float ``values``."""
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
+        if not (in_place and np.issubdtype(values.dtype, np.floating)):
+            values = np.array(values, dtype=values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64)
+        np.rint(values, out=values)
+        np.clip(values, info.min, info.max, out=values)
+    return values.astype(dtype, copy=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -514,8 +523,10 @@ class _RestoreJob:
         scaling = self.scalings[plane.group]
 
         def sink(y0: int, y1: int, block: np.ndarray) -> None:
-            values = layout.from_cyx(scaling.inverse(block), plane)
-            write(layout.index(plane, y0, y1, 0, layout.width), _to_dtype(values, self.out_dtype))
+            # the accumulator hands over a fresh block: scale, round and clip it in place (bounded memory
+            # on wide images), so the only other band-sized array is the cast to the output dtype
+            values = layout.from_cyx(scaling.inverse(block, in_place=True), plane)
+            write(layout.index(plane, y0, y1, 0, layout.width), _to_dtype(values, self.out_dtype, in_place=True))
             if layout.passthrough:  # alpha rows copied band by band
                 alpha = _Plane(plane.stack_index, layout.passthrough, plane.group)
                 index = layout.index(alpha, y0, y1, 0, layout.width)

@@ -212,7 +212,9 @@ class RowBandAccumulator:
 
     def _flush(self, until: int) -> None:
         rows = until - self._origin
-        block = self._values[:, :rows] / np.maximum(self._weights[:rows], 1e-12)
+        weights = self._weights[:rows]
+        np.maximum(weights, 1e-12, out=weights)  # these rows are cleared below: no copy needed
+        block = self._values[:, :rows] / weights  # the one new band-sized array; the sink may keep or change it
         self.sink(self._origin, until, block)
         # shift the band up and clear the freed rows
         self._values[:, :-rows] = self._values[:, rows:].copy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,13 +123,40 @@ def test_color_head_starts_as_identity_and_corrects_each_image_and_channel() -> 
         assert torch.allclose(grown(x, condition), expected, atol=1e-6)
         # images of one batch get their own correction, from their own condition
         last.weight.normal_()
-        gain, offset = grown.color.mlp(condition.vector(0)).view(2, 2, 3, 1, 1).unbind(1)
+        grown.color.statistics.weight.normal_()
+        head = grown.color
+        hidden = head.mlp[0](condition.vector(0)) + head.statistics(condition.statistics)
+        gain, offset = head.mlp[2](head.mlp[1](hidden)).view(2, 2, 3, 1, 1).unbind(1)
         assert not torch.allclose(gain[0], gain[1], atol=1e-3)
         assert torch.allclose(grown(x), plain(x) * (1 + gain) + offset, atol=1e-5)
         separate = torch.cat([grown(x[i : i + 1]) for i in range(2)])
         assert torch.allclose(grown(x), separate, atol=1e-5)
+        # the statistics of crops are averaged like the embedding
+        crops = torch.rand(3, 3, 32, 32)
+        assert torch.allclose(grown.condition_from_crops(crops).statistics,
+                              grown.condition(crops).statistics.mean(0, keepdim=True), atol=1e-6)
     with pytest.raises(ValueError, match="color_head=True needs"):
         tiny_restorer_config(color_head=True, sgm=False)
+
+
+def test_image_statistics_are_percentiles_moments_and_the_dark_channel() -> None:
+    from perceive_ir.models.restorer import image_statistics
+
+    x = torch.rand(2, 3, 40, 50, generator=torch.Generator().manual_seed(0))
+    x[1, 2] *= 0.2  # a dim blue channel sets the dark channel of the second image
+    stats = image_statistics(x)
+    assert stats.shape == (2, 5 * 3 + 3)
+    values = x.flatten(2).double().numpy()
+    for n in range(2):
+        for c in range(3):
+            expected = np.quantile(values[n, c], [0.01, 0.5, 0.99])
+            np.testing.assert_allclose(stats[n, 3 * c : 3 * c + 3].numpy(), expected, atol=1e-5)
+        np.testing.assert_allclose(stats[n, 9:12].numpy(), values[n].mean(-1), atol=1e-5)
+        np.testing.assert_allclose(stats[n, 12:15].numpy(), values[n].std(-1, ddof=1), atol=1e-5)
+        np.testing.assert_allclose(stats[n, 15:].numpy(), np.quantile(values[n].min(0), [0.01, 0.5, 0.99]), atol=1e-5)
+    assert stats[1, 16] < 0.2 < stats[0, 16]
+    huge = image_statistics(torch.rand(1, 1, 4200, 4200))  # over torch.quantile's 2^24 elements: subsampled
+    assert abs(float(huge[0, 1]) - 0.5) < 0.01
 
 
 def test_condition_from_crops_is_the_mean_embedding() -> None:

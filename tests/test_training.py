@@ -417,7 +417,8 @@ def test_init_from_grows_a_trained_restorer(smoke_run, tmp_path):
     assert provenance["step"] == 8 and provenance["path"] == str(source)
     assert provenance["changed"]["backbone_args"][1]["full_res_width"] == 4
     assert any(name.startswith("backbone.full_res.") for name in provenance["added_parameters"])
-    assert {"color.mlp.0", "color.mlp.2"} <= set(provenance["added_parameters"])
+    assert {"color.mlp.0", "color.mlp.2", "color.statistics"} <= set(provenance["added_parameters"])
+    assert provenance["initialised_from"] is None  # the smoke run was not grown itself
     # the weights that were there came from the source (trained 2 more steps at a small learning rate)
     before = run.load_checkpoint(source)["models"]["model"]
     after = state["models"]["model"]

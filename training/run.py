@@ -444,7 +444,8 @@ def grow_from_checkpoint(restorer: Restorer, source: Path, config: TrainConfig) 
     return {"path": str(path), "step": int(state["step"]), "minutes": round(float(state["seconds"]) / 60, 1),
             "history": list(state.get("history", [])),
             "changed": config_changes(stored_config(state), config.to_dict()),
-            "added_parameters": sorted({k.rsplit(".", 1)[0] for k in added})}
+            "added_parameters": sorted({k.rsplit(".", 1)[0] for k in added}),
+            "initialised_from": state.get("initialised_from") or None}  # the source's own origin, if grown
 
 
 # =========================================================================================

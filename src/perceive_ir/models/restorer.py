@@ -56,10 +56,11 @@ class RestorerConfig:
         Side of the crops from which a per-image condition is computed at inference.
     color_head : bool
         Correct the backbone's output with one gain and one offset per channel and image,
-        ``y * (1 + g) + b``, predicted from the global condition (needs ``sgm``). The last
-        layer starts at zero, so a grown model computes what it did before. Global errors
-        (haze's colour and contrast, exposure) are one vector per image, which a
-        convolutional backbone that sees a tile at a time cannot estimate well.
+        ``y * (1 + g) + b``, predicted from the global condition and the input's intensity
+        statistics (:func:`image_statistics`; needs ``sgm``). Its output layers start at
+        zero, so a grown model computes what it did before. Global errors (haze's colour
+        and contrast, exposure) are one vector per image, which a convolutional backbone
+        that sees a tile at a time cannot estimate well.
     """
 
     in_channels: int = 3
@@ -162,7 +163,8 @@ class Restorer(nn.Module):
             with torch.no_grad():
                 semantic = self.semantic(x)
             semantic = semantic[: len(self.backbone.guidance_channels)]
-        return Condition(embedding=embedding, semantic=semantic)
+        statistics = image_statistics(x) if self.color is not None else None
+        return Condition(embedding=embedding, semantic=semantic, statistics=statistics)
 
     def condition_from_crops(self, crops: Sequence[torch.Tensor] | torch.Tensor) -> Condition | None:
         """One condition for an image, averaged over crops of it ((K, C, h, w) or a list)."""
@@ -174,6 +176,7 @@ class Restorer(nn.Module):
             Condition(
                 embedding=None if conditions.embedding is None else conditions.embedding[i : i + 1],
                 semantic=None if conditions.semantic is None else tuple(s[i : i + 1] for s in conditions.semantic),
+                statistics=None if conditions.statistics is None else conditions.statistics[i : i + 1],
             )
             for i in range(batch.shape[0])
         ]
@@ -190,23 +193,54 @@ class Restorer(nn.Module):
             condition = condition.expand(x.shape[0])
         restored = self.backbone(x, modulate=self.sgm.modulator(condition))
         if self.color is not None:
-            restored = self.color(restored, condition.vector(0))
+            restored = self.color(restored, condition.vector(0), condition.statistics)
         return restored
 
 
-class ColorHead(nn.Module):
-    """Per-image, per-channel affine correction ``y * (1 + gain) + offset`` from a condition vector.
+#: quantiles of each channel (and of the dark channel) in :func:`image_statistics`
+STATISTIC_QUANTILES = (0.01, 0.5, 0.99)
 
-    The output layer is zero-initialised: the head starts as the identity.
+
+def image_statistics(x: torch.Tensor) -> torch.Tensor:
+    """Intensity statistics of each image of ``x`` (N, C, H, W): (N, 5 C + 3).
+
+    Per channel the 1st, 50th and 99th percentiles, the mean and the standard deviation,
+    then the same three percentiles of the dark channel (the per-pixel minimum over
+    channels; the dark channel prior's haze cue). Computed without gradients: they
+    describe the input, as the dark channel prior's airlight and transmission do.
+    """
+    with torch.no_grad():
+        flat = x.detach().float().flatten(2)  # (N, C, HW)
+        step = -(-flat.numel() // 2**24)  # torch.quantile takes at most 2^24 elements: subsample huge inputs
+        flat = flat[..., ::step] if step > 1 else flat
+        q = torch.tensor(STATISTIC_QUANTILES, dtype=flat.dtype, device=flat.device)
+        per_channel = torch.quantile(flat, q, dim=-1).permute(1, 2, 0).flatten(1)  # (N, 3C)
+        dark = torch.quantile(flat.min(dim=1).values, q, dim=-1).transpose(0, 1)  # (N, 3)
+        return torch.cat([per_channel, flat.mean(-1), flat.std(-1), dark], dim=1)
+
+
+class ColorHead(nn.Module):
+    """Per-image, per-channel affine correction ``y * (1 + gain) + offset``.
+
+    ``gain`` and ``offset`` come from a small MLP of the condition vector plus a linear map
+    of the input's :func:`image_statistics`. The output layer and the statistics layer
+    are zero-initialised: the head starts as the identity (and the statistics layer can be
+    added to a trained head without changing it).
     """
 
     def __init__(self, condition_dim: int, channels: int, hidden: int = 64) -> None:
         super().__init__()
         self.channels = channels
         self.mlp = nn.Sequential(nn.Linear(condition_dim, hidden), nn.GELU(), nn.Linear(hidden, 2 * channels))
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        self.statistics = nn.Linear(5 * channels + len(STATISTIC_QUANTILES), hidden)
+        for layer in (self.mlp[-1], self.statistics):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
-    def forward(self, y: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        gain, offset = self.mlp(condition).to(y.dtype).reshape(y.shape[0], 2 * self.channels, 1, 1).chunk(2, dim=1)
+    def forward(self, y: torch.Tensor, condition: torch.Tensor, statistics: torch.Tensor | None) -> torch.Tensor:
+        if statistics is None:
+            raise ValueError("the colour head needs the input's statistics in the condition (Restorer.condition)")
+        hidden = self.mlp[0](condition) + self.statistics(statistics.to(condition.dtype))
+        parameters = self.mlp[2](self.mlp[1](hidden))
+        gain, offset = parameters.to(y.dtype).reshape(y.shape[0], 2 * self.channels, 1, 1).chunk(2, dim=1)
         return y * (1 + gain) + offset

@@ -32,10 +32,13 @@ class Condition:
         CFE degradation embedding, (N, embed_dim), unit norm.
     semantic : tuple of Tensor or None
         One (N, semantic_dim) vector per guidance level, coarse to fine.
+    statistics : Tensor or None
+        Intensity statistics of the input, (N, k) (the restorer's colour head reads them).
     """
 
     embedding: torch.Tensor | None = None
     semantic: tuple[torch.Tensor, ...] | None = None
+    statistics: torch.Tensor | None = None
 
     def vector(self, level: int) -> torch.Tensor:
         """The condition vector for guidance ``level``."""
@@ -57,6 +60,7 @@ class Condition:
         return Condition(
             embedding=None if self.embedding is None else grow(self.embedding),
             semantic=None if self.semantic is None else tuple(grow(s) for s in self.semantic),
+            statistics=None if self.statistics is None else grow(self.statistics),
         )
 
     @staticmethod
@@ -68,6 +72,7 @@ class Condition:
             semantic=None if first.semantic is None else tuple(
                 torch.cat([c.semantic[i] for c in conditions]) for i in range(len(first.semantic))
             ),
+            statistics=None if first.statistics is None else torch.cat([c.statistics for c in conditions]),
         )
 
     @staticmethod
@@ -76,18 +81,22 @@ class Condition:
         first = conditions[0]
         embedding = None
         semantic = None
+        statistics = None
+        if first.statistics is not None:
+            statistics = torch.cat([c.statistics for c in conditions]).mean(0, keepdim=True)
         if first.embedding is not None:
             embedding = F.normalize(torch.cat([c.embedding for c in conditions]).mean(0, keepdim=True), dim=-1)
         if first.semantic is not None:
             semantic = tuple(
                 torch.cat([c.semantic[i] for c in conditions]).mean(0, keepdim=True) for i in range(len(first.semantic))
             )
-        return Condition(embedding=embedding, semantic=semantic)
+        return Condition(embedding=embedding, semantic=semantic, statistics=statistics)
 
     def to(self, device: torch.device | str) -> "Condition":
         return Condition(
             embedding=None if self.embedding is None else self.embedding.to(device),
             semantic=None if self.semantic is None else tuple(s.to(device) for s in self.semantic),
+            statistics=None if self.statistics is None else self.statistics.to(device),
         )
 
 

@@ -375,6 +375,14 @@ def test_missing_weights_file_and_unbundled_model_give_notifications(restore_wid
     assert not notifications["unexpected"]
 
 
+def test_default_alias_selects_the_default_model_of_each_kind(restore_widget, quality_widget):
+    from perceive_ir import zoo
+
+    for (_viewer, widget), default in ((restore_widget, zoo.DEFAULT_RESTORER), (quality_widget, zoo.DEFAULT_PERCEIVER)):
+        widget.model.set_model("default")
+        assert widget.model.model == default and not widget.model.file.visible
+
+
 def test_heatmap_of_a_labels_layer_gives_a_notification(quality_widget, notifications):
     viewer, widget = quality_widget
     labels = viewer.add_labels(np.zeros((32, 32), dtype=np.uint8), name="mask")

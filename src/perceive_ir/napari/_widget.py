@@ -195,8 +195,12 @@ class ModelChooser(Container):
         self.file.visible = value == WEIGHTS_FILE_CHOICE
 
     def set_model(self, model: str | os.PathLike) -> None:
-        """Select a zoo name, or a weights file path (anything that is not a zoo name)."""
+        """Select a zoo name (``"default"``: the default of this kind), or a weights file path (anything else)."""
+        from .. import zoo
+
         names = [value for value in self.choice.choices if value != WEIGHTS_FILE_CHOICE]
+        if str(model) == "default":
+            model = zoo.DEFAULT_RESTORER if self.kind == "restorer" else zoo.DEFAULT_PERCEIVER
         if str(model) in names:
             self.choice.value = str(model)
         else:

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_restorer_config
+
 TRAINING = Path(__file__).resolve().parents[1] / "training"
 sys.path.insert(0, str(TRAINING))
 
@@ -158,3 +160,26 @@ def test_haze_global_error_benchmark_fits_a_gain_and_offset(restorer_file, capsy
     # the identity is one of the fitted maps, so the fit is never worse than the output itself
     assert means["model + oracle affine"] >= means["model"] - 1e-3
     assert "| mean |" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (CBSD432 held-out crops)")
+def test_color_head_benchmark_compares_the_model_with_and_without_its_head(restorer_file, capsys, tmp_path):
+    import importlib.util
+
+    from perceive_ir.models import Restorer
+    from perceive_ir.zoo import save_weights
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "color_head.py"
+    spec = importlib.util.spec_from_file_location("color_head", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(["--model", restorer_file, "--images", "1"])  # the tiny test model has a (random) head
+    assert set(results) == set(module.TASKS)
+    assert all(r["gain"] > 0 for r in results.values())
+    assert any(abs(r["with"] - r["without"]) > 1e-3 for r in results.values())  # the head changes the output
+    assert "| haze |" in capsys.readouterr().out
+    plain = tmp_path / "plain.safetensors"
+    torch.manual_seed(0)
+    save_weights(Restorer(tiny_restorer_config()), plain, card={})
+    with pytest.raises(SystemExit, match="no colour head"):
+        module.main(["--model", str(plain), "--images", "1"])

@@ -30,7 +30,11 @@ TASKS = ("haze", "low_light", "rain", "noise", "poisson", "motion_blur")
 
 
 def head_parameters(model, image: np.ndarray) -> tuple[float, float]:
-    """Mean |gain| and |offset| the head applies to ``image`` (Y, X, 3), from its default condition crops."""
+    """Mean |gain| and |offset| the head applies to ``image`` (Y, X, 3), conditioned on its top-left crop.
+
+    (``restore()`` averages the condition over up to 8 crops spread over the image, so this is
+    an estimate of what the head applies there.)
+    """
     crop = model.config.condition_crop
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
     with torch.inference_mode():

@@ -651,6 +651,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         label = f"run {arguments.run}"
     else:
         model, label = load_restorer(arguments.model), f"model `{arguments.model}`"
+    RESTORE_SETTINGS.clear()  # (reset again when main returns: other callers of model_restore get the defaults)
     RESTORE_SETTINGS["ensemble"] = arguments.ensemble
     if arguments.ensemble > 1:
         label += f", self-ensemble of {arguments.ensemble}"
@@ -672,6 +673,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parts.append(text)
         if cache_path is not None:
             cache_path.write_text(json.dumps(scores.cache))
+    RESTORE_SETTINGS.clear()
     results.update(scores.to_dict())
     results["markdown"] = "\n\n".join(parts)
     if arguments.json:

@@ -59,6 +59,7 @@ from .zoo import load_perceiver, load_restorer
 __all__ = [
     "restore",
     "restore_steps",
+    "self_ensemble",
     "perceive",
     "QualityMap",
     "Progress",
@@ -530,7 +531,7 @@ class _RestoreJob:
             if layout.passthrough:  # alpha rows copied band by band
                 alpha = _Plane(plane.stack_index, layout.passthrough, plane.group)
                 index = layout.index(alpha, y0, y1, 0, layout.width)
-                write(index, _to_dtype(np.asarray(self.source[index]).astype(np.float64), self.out_dtype))
+                write(index, _to_dtype(np.asarray(self.source[index]).astype(np.float64), self.out_dtype, in_place=True))
 
         return sink
 

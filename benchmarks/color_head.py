@@ -39,9 +39,7 @@ def head_parameters(model, image: np.ndarray) -> tuple[float, float]:
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
     with torch.inference_mode():
         condition = model.condition_from_crops(tensor[..., :crop, :crop])
-        head = model.color
-        hidden = head.mlp[0](condition.vector(0)) + head.statistics(condition.statistics)
-        gain, offset = head.mlp[2](head.mlp[1](hidden)).view(2, -1)
+        gain, offset = model.color.correction(condition.vector(0), condition.statistics)
     return float(gain.abs().mean()), float(offset.abs().mean())
 
 

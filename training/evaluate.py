@@ -651,8 +651,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         label = f"run {arguments.run}"
     else:
         model, label = load_restorer(arguments.model), f"model `{arguments.model}`"
-    RESTORE_SETTINGS.clear()  # (reset again when main returns: other callers of model_restore get the defaults)
-    RESTORE_SETTINGS["ensemble"] = arguments.ensemble
+    RESTORE_SETTINGS["ensemble"] = arguments.ensemble  # cleared when main ends: other callers get the defaults
     if arguments.ensemble > 1:
         label += f", self-ensemble of {arguments.ensemble}"
     header = (f"## perceive-ir evaluation: {label}\n\n{platform.machine()}, {os.cpu_count()} cores, "
@@ -663,17 +662,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cache_path = Path(arguments.baseline_cache) if arguments.baseline_cache else None
     if cache_path is not None and cache_path.exists():
         scores.cache = json.loads(cache_path.read_text())
-    for section in arguments.sections:
-        if section == "perceiver":
-            text = section_perceiver(arguments.perceiver, Path(arguments.stage1), 2 if arguments.quick else 24, results)
-        else:
-            with torch.inference_mode():
-                text = {"set12": section_set12, "rgb": section_rgb, "tasks": section_tasks}[section](model, count, scores)
-        print(text + "\n", flush=True)
-        parts.append(text)
-        if cache_path is not None:
-            cache_path.write_text(json.dumps(scores.cache))
-    RESTORE_SETTINGS.clear()
+    try:
+        for section in arguments.sections:
+            if section == "perceiver":
+                text = section_perceiver(arguments.perceiver, Path(arguments.stage1), 2 if arguments.quick else 24, results)
+            else:
+                with torch.inference_mode():
+                    text = {"set12": section_set12, "rgb": section_rgb, "tasks": section_tasks}[section](model, count, scores)
+            print(text + "\n", flush=True)
+            parts.append(text)
+            if cache_path is not None:
+                cache_path.write_text(json.dumps(scores.cache))
+    finally:
+        RESTORE_SETTINGS.clear()
     results.update(scores.to_dict())
     results["markdown"] = "\n\n".join(parts)
     if arguments.json:

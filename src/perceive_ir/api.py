@@ -531,7 +531,7 @@ class _RestoreJob:
             if layout.passthrough:  # alpha rows copied band by band
                 alpha = _Plane(plane.stack_index, layout.passthrough, plane.group)
                 index = layout.index(alpha, y0, y1, 0, layout.width)
-                write(index, _to_dtype(np.asarray(self.source[index]).astype(np.float64), self.out_dtype, in_place=True))
+                write(index, _to_dtype(np.asarray(self.source[index]), self.out_dtype))
 
         return sink
 
@@ -572,6 +572,11 @@ class _RestoreJob:
             pending = launched
 
 
+def _check_ensemble(size: Any) -> None:
+    if size not in ENSEMBLES:
+        raise InputError(f"ensemble must be one of {sorted(ENSEMBLES)}, got {size!r}")
+
+
 def self_ensemble(model: Restorer, batch: torch.Tensor, condition: Condition | None, size: int = 1) -> torch.Tensor:
     """Mean of the model's outputs over ``size`` rotated / mirrored copies of ``batch``.
 
@@ -581,8 +586,7 @@ def self_ensemble(model: Restorer, batch: torch.Tensor, condition: Condition | N
     ``condition`` is shared by all copies. ``size`` is 1, 2 (mirror), 4 (quarter turns)
     or 8 (both).
     """
-    if size not in ENSEMBLES:
-        raise InputError(f"ensemble must be one of {sorted(ENSEMBLES)}, got {size!r}")
+    _check_ensemble(size)
     if size == 1:
         return model(batch, condition)
     total = None
@@ -618,8 +622,7 @@ def _is_dask(array: Any) -> bool:
 def _prepare(image: Any, model: Any, axes: str | None, tile_size: int | None, tile_overlap: int, batch_size: int | None,
              device: str | torch.device, out_dtype: Any, compile: bool = False,
              ensemble: int = 1) -> tuple[_RestoreJob, Path | None]:
-    if ensemble not in ENSEMBLES:
-        raise InputError(f"ensemble must be one of {sorted(ENSEMBLES)}, got {ensemble!r}")
+    _check_ensemble(ensemble)  # before any input is opened
     source, file_axes, path = _open_input(image)
     _validate_source(source)
     if batch_size is not None and batch_size < 1:

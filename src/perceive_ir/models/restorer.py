@@ -237,10 +237,14 @@ class ColorHead(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, y: torch.Tensor, condition: torch.Tensor, statistics: torch.Tensor | None) -> torch.Tensor:
+    def correction(self, condition: torch.Tensor, statistics: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gain, offset)``, each (N, channels), for condition vectors and input statistics."""
         if statistics is None:
             raise ValueError("the colour head needs the input's statistics in the condition (Restorer.condition)")
         hidden = self.mlp[0](condition) + self.statistics(statistics.to(condition.dtype))
-        parameters = self.mlp[2](self.mlp[1](hidden))
-        gain, offset = parameters.to(y.dtype).reshape(y.shape[0], 2 * self.channels, 1, 1).chunk(2, dim=1)
+        gain, offset = self.mlp[2](self.mlp[1](hidden)).chunk(2, dim=1)
+        return gain, offset
+
+    def forward(self, y: torch.Tensor, condition: torch.Tensor, statistics: torch.Tensor | None) -> torch.Tensor:
+        gain, offset = (p.to(y.dtype)[:, :, None, None] for p in self.correction(condition, statistics))
         return y * (1 + gain) + offset

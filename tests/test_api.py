@@ -101,6 +101,21 @@ def test_integer_results_are_clipped_to_dtype_range() -> None:
     assert api._to_dtype(np.array([-5.0, 300.4, 12.6]), np.dtype(np.uint8)).tolist() == [0, 255, 13]
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.int64, np.uint64])
+@pytest.mark.parametrize("float_dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_wide_integer_results_saturate_instead_of_wrapping(dtype, float_dtype, in_place) -> None:
+    # float32(2**31 - 1) rounds up to 2**31, which an int32 cast wraps to -2**31
+    info = np.iinfo(dtype)
+    big = float(np.finfo(float_dtype).max)
+    values = np.array([big, -big, 12.6], dtype=float_dtype)
+    result = api._to_dtype(values, np.dtype(dtype), in_place=in_place)
+    assert result.dtype == dtype
+    expected = [min(big, float(info.max)), max(-big, float(info.min))]
+    np.testing.assert_allclose(result[:2].astype(np.float64), expected, rtol=1e-6)
+    assert result[2] == 13
+
+
 def test_rgba_alpha_is_passed_through(tiny_restorer) -> None:
     rng = np.random.default_rng(4)
     image = (rng.random((40, 44, 4)) * 255).astype(np.uint8)

@@ -209,12 +209,28 @@ def _check_dtype(dtype: np.dtype) -> None:
 def _to_dtype(values: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np.ndarray:
     """Round and clip to an integer ``dtype``'s range, or cast; ``in_place`` may overwrite a float ``values``."""
     if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        if not (in_place and np.issubdtype(values.dtype, np.floating)):
-            values = np.array(values, dtype=values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64)
+        floating = np.issubdtype(values.dtype, np.floating) and values.dtype.itemsize >= 4
+        if not (in_place and floating):
+            values = np.array(values, dtype=values.dtype if floating else np.float64)
         np.rint(values, out=values)
-        np.clip(values, info.min, info.max, out=values)
+        np.clip(values, *_float_bounds(np.dtype(dtype), values.dtype), out=values)
     return values.astype(dtype, copy=False)
+
+
+def _float_bounds(dtype: np.dtype, float_dtype: np.dtype) -> tuple[np.floating, np.floating]:
+    """The integer ``dtype``'s range as ``float_dtype`` values that cast back without wrapping.
+
+    ``float32(2**31 - 1)`` rounds up to ``2**31``, which an int32 cast wraps to its minimum:
+    each bound steps toward zero until it lies inside the range.
+    """
+    info = np.iinfo(dtype)
+    bounds = []
+    for bound in (info.min, info.max):
+        value = np.array(bound, dtype=float_dtype)
+        while abs(int(value)) > abs(bound):
+            value = np.nextafter(value, float_dtype.type(0))
+        bounds.append(value)
+    return bounds[0], bounds[1]
 
 
 # --------------------------------------------------------------------------------------

@@ -110,6 +110,18 @@ def test_scores_table_marks_the_best_method_and_reports_speed(scene):
     assert speed[1].strip() == "s / megapixel" and float(speed[3]) == pytest.approx(0.5 / (128 * 128 / 1e6), rel=1e-3)
 
 
+def test_each_tables_speed_row_counts_only_its_own_rows(scene):
+    scores = evaluate.Scores()
+    case = evaluate.Case(scene * 0.5, scene)
+    megapixels = 128 * 128 / 1e6
+    scores.add("first", "model", scene, case, 1.0)
+    scores.add("second", "model", scene, case, 3.0)
+    for rows, seconds in ((["first"], 1.0), (["second"], 3.0), (["first", "second"], 2.0)):
+        speed = scores.table(rows, ["model"]).splitlines()[-1].split("|")
+        assert float(speed[2]) == pytest.approx(seconds / megapixels, rel=1e-3)
+    assert scores.to_dict()["seconds_per_megapixel"]["model"] == pytest.approx(2.0 / megapixels)
+
+
 @pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (Set12, CBSD432)")
 def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, monkeypatch):
     torch.set_num_threads(1)

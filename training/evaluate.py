@@ -90,12 +90,15 @@ class Case:
 
 @dataclass
 class Scores:
-    """PSNR / SSIM / seconds / megapixels accumulated per (table row, method)."""
+    """PSNR / SSIM / seconds / megapixels accumulated per (table row, method).
+
+    A table's "s / megapixel" row sums the seconds and megapixels of that table's rows only.
+    """
 
     psnr: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     ssim: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
-    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    megapixels: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    seconds: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    megapixels: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     #: results of the classical methods by "row | method | image index" (see ``--baseline-cache``)
     cache: dict[str, list[float]] = field(default_factory=dict)
 
@@ -122,8 +125,8 @@ class Scores:
     def _record(self, row: str, method: str, case: Case, psnr: float, ssim: float, seconds: float) -> None:
         self.psnr[row, method].append(psnr)
         self.ssim[row, method].append(ssim)
-        self.seconds[method] += seconds
-        self.megapixels[method] += case.clean.shape[0] * case.clean.shape[1] / 1e6
+        self.seconds[row, method] += seconds
+        self.megapixels[row, method] += case.clean.shape[0] * case.clean.shape[1] / 1e6
 
     def table(self, rows: list[str], methods: list[str]) -> str:
         lines = ["| | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
@@ -138,18 +141,24 @@ class Scores:
                 text = f"{p:.2f} / {s:.3f}"
                 cells.append(f"**{text}**" if method != "input" and p == best else text)
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
-        timed = [m for m in methods if self.megapixels.get(m)]
-        if timed:
+        rate = {m: self.seconds_per_megapixel(m, rows) for m in methods if m != "input"}
+        if any(v is not None for v in rate.values()):
             lines.append("| s / megapixel | " + " | ".join(
-                f"{self.seconds[m] / self.megapixels[m]:.2f}" if m in timed and m != "input" else "" for m in methods) + " |")
+                "" if rate.get(m) is None else f"{rate[m]:.2f}" for m in methods) + " |")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "psnr": {f"{r} | {m}": float(np.mean(v)) for (r, m), v in self.psnr.items()},
             "ssim": {f"{r} | {m}": float(np.mean(v)) for (r, m), v in self.ssim.items()},
-            "seconds_per_megapixel": {m: self.seconds[m] / self.megapixels[m] for m in self.seconds if self.megapixels[m]},
+            "seconds_per_megapixel": {m: self.seconds_per_megapixel(m) for m in {m for _, m in self.seconds}},
         }
+
+    def seconds_per_megapixel(self, method: str, rows: list[str] | None = None) -> float | None:
+        """Seconds per megapixel of ``method`` over ``rows`` (all rows: None); None if not run."""
+        keys = [(r, m) for r, m in self.megapixels if m == method and (rows is None or r in rows)]
+        megapixels = sum(self.megapixels[k] for k in keys)
+        return sum(self.seconds[k] for k in keys) / megapixels if megapixels else None
 
 
 def timed(function: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:

@@ -97,6 +97,72 @@ def test_full_res_path_grows_a_trained_compact_net_without_changing_its_output()
         CompactUNet(3, 8, full_res_width=-1)
 
 
+def test_experts_grow_a_trained_compact_net_and_route_each_image() -> None:
+    """Expert kernels start at zero (a grown net is unchanged); trained, each image gets its own kernels."""
+    torch.manual_seed(0)
+    small = CompactUNet(3, 8, (1, 1), 1, (1, 1), full_res_width=4)
+    for parameter in small.parameters():
+        parameter.data.normal_(0, 0.1)
+    grown = CompactUNet(3, 8, (1, 1), 1, (1, 1), full_res_width=4, experts=3)
+    missing, unexpected = grown.load_state_dict(small.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.rsplit(".", 1)[1] in ("delta", "delta_bias") for k in missing)
+    assert not any(k.startswith("latent.") for k in missing)  # the latent level stays plain
+    x = torch.rand(3, 3, 21, 34)
+    routing = torch.softmax(torch.randn(3, 3), dim=-1)
+    with torch.no_grad():
+        assert torch.allclose(grown(x, routing=routing), small(x), rtol=1e-4, atol=1e-4)
+    out = grown(x, routing=routing)
+    (out - x).square().mean().backward()
+    deltas = [m.delta for m in grown.modules() if hasattr(m, "delta")]
+    assert deltas and all(d.grad is not None and d.grad.abs().sum() > 0 for d in deltas)
+    # different routings give different experts' gradients (images specialise them)
+    assert not torch.allclose(deltas[0].grad[0], deltas[0].grad[1])
+    with torch.no_grad():
+        for delta in deltas:
+            delta.normal_(0, 0.1)
+        # one kernel per image: the grouped batch equals each image alone, and routing matters
+        together = grown(x, routing=routing)
+        alone = torch.cat([grown(x[i : i + 1], routing=routing[i : i + 1]) for i in range(3)])
+        assert torch.allclose(together, alone, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(grown(x, routing=routing[[1, 2, 0]]), together, atol=1e-3)
+        # a shared routing (tiles of one image) takes the single-kernel path and agrees
+        shared = routing[:1].expand(3, 3)
+        assert torch.allclose(grown(x, routing=shared), torch.cat([grown(x[i : i + 1], routing=routing[:1]) for i in range(3)]),
+                              rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="pass a routing"):
+        grown(x)
+    with pytest.raises(ValueError, match="routing of shape"):
+        grown(x, routing=routing[:, :2])
+    with pytest.raises(ValueError, match="experts"):
+        CompactUNet(3, 8, experts=-1)
+
+
+def test_restorer_routes_experts_by_each_images_condition(tmp_path) -> None:
+    from perceive_ir import zoo
+
+    torch.manual_seed(0)
+    config = tiny_restorer_config(backbone_args=dict(width=8, encoder_blocks=(1, 1), latent_blocks=1, decoder_blocks=(1, 1),
+                                                     experts=2))
+    model = Restorer(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        condition = model.condition(x)
+        routing = model.router(condition.vector(0)).softmax(-1)
+        assert torch.allclose(routing.sum(-1), torch.ones(2)) and not torch.allclose(routing[0], routing[1])
+        expected = model.backbone(x, modulate=model.sgm.modulator(condition), routing=routing)
+        assert torch.allclose(model(x), expected, atol=1e-6)
+        assert torch.allclose(model(x), torch.cat([model(x[i : i + 1]) for i in range(2)]), atol=1e-5)
+        # saved and loaded through the zoo's safetensors path: same outputs
+        zoo.save_weights(model, tmp_path / "experts.safetensors")
+        loaded = zoo.load_restorer(tmp_path / "experts.safetensors").eval()
+        assert torch.allclose(loaded(x), model(x), atol=1e-6)
+    with pytest.raises(ValueError, match="need sgm=True"):
+        tiny_restorer_config(backbone_args=dict(width=8, experts=2), sgm=False)
+
+
 def test_guidance_starts_as_identity() -> None:
     """SGM blocks are zero-initialised: a fresh restorer equals its bare backbone."""
     torch.manual_seed(0)

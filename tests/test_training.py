@@ -406,7 +406,7 @@ def test_init_from_grows_a_trained_restorer(smoke_run, tmp_path):
     for phase in ("medium0", "medium1", "perceiver"):
         run.save_checkpoint(tmp_path / f"{phase}.pt", run.load_checkpoint(folder / f"{phase}.pt"))
     smoke_args = configs.resolve_config("smoke").backbone_args
-    grown_args = json.dumps(dict(smoke_args, full_res_width=4))
+    grown_args = json.dumps(dict(smoke_args, full_res_width=4, experts=2))
     source = folder / "restorer.pt"
     result = run.main(["--out", str(tmp_path), "--resume", "--stage", "2", "--override", f"init_from={json.dumps(str(source))}",
                        "--override", f"backbone_args={grown_args}", "--override", "color_head=true",
@@ -417,7 +417,8 @@ def test_init_from_grows_a_trained_restorer(smoke_run, tmp_path):
     assert provenance["step"] == 8 and provenance["path"] == str(source)
     assert provenance["changed"]["backbone_args"][1]["full_res_width"] == 4
     assert any(name.startswith("backbone.full_res.") for name in provenance["added_parameters"])
-    assert {"color.mlp.0", "color.mlp.2", "color.statistics"} <= set(provenance["added_parameters"])
+    assert {"color.mlp.0", "color.mlp.2", "color.statistics", "router"} <= set(provenance["added_parameters"])
+    assert any(name.startswith("backbone.encoder1.0.conv1") for name in provenance["added_parameters"])  # its experts
     assert provenance["initialised_from"] is None  # the smoke run was not grown itself
     # the weights that were there came from the source (trained 2 more steps at a small learning rate)
     before = run.load_checkpoint(source)["models"]["model"]

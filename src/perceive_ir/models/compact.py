@@ -5,6 +5,12 @@ the image is folded 2x2 into channels (pixel unshuffle) so every convolution run
 half resolution or less; blocks are plain dense 3x3 convolutions with ReLU and a
 zero-initialised residual scale (no normalisation layer to evaluate at inference).
 
+Optionally (``experts=K``) the block convolutions outside the latent level are
+*conditional*: each image's kernel is the shared kernel plus a mixture of K expert
+kernels, weighted by a per-image routing vector (CondConv-style). Mixing the kernels
+costs nothing per pixel, so the capacity grows K-fold at the same speed; tiles of one
+image share one routing, hence one kernel per convolution.
+
 Tensors are NCHW; any height/width is accepted (reflect-padded inside ``forward`` to a
 multiple of :attr:`CompactUNet.multiple`, cropped back).
 """
@@ -19,24 +25,74 @@ from torch import nn
 
 from .common import Modulator, pad_to_multiple
 
-__all__ = ["CompactUNet", "ResidualBlock"]
+__all__ = ["CompactUNet", "ExpertConv2d", "ResidualBlock"]
+
+
+class ExpertConv2d(nn.Conv2d):
+    """3x3 convolution whose kernel is ``weight + sum_k routing[n, k] * delta[k]`` for image ``n``.
+
+    The expert deltas start at zero, so the layer first computes what a plain convolution
+    with ``weight`` does (a trained network can be grown into one). ``routing`` is
+    (N, experts); when every row is the same (tiles of one image) one kernel serves the
+    batch, otherwise a grouped convolution applies one kernel per image.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, experts: int) -> None:
+        super().__init__(in_channels, out_channels, 3, padding=1)
+        self.experts = experts
+        self.delta = nn.Parameter(torch.zeros(experts, out_channels, in_channels, 3, 3))
+        self.delta_bias = nn.Parameter(torch.zeros(experts, out_channels))
+
+    def forward(self, x: torch.Tensor, routing: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        if routing is None or routing.shape != (x.shape[0], self.experts):
+            raise ValueError(f"expected a routing of shape ({x.shape[0]}, {self.experts}), got "
+                             f"{None if routing is None else tuple(routing.shape)}")
+        routing = routing.to(self.weight.dtype)
+        if bool((routing == routing[:1]).all()):
+            weight = self.weight + torch.tensordot(routing[0], self.delta, dims=1)
+            return F.conv2d(x, weight.to(x.dtype), (self.bias + routing[0] @ self.delta_bias).to(x.dtype), padding=1)
+        n, _, height, width = x.shape
+        weight = self.weight + torch.tensordot(routing, self.delta, dims=1)  # (N, out, in, 3, 3)
+        bias = self.bias + routing @ self.delta_bias  # (N, out)
+        out = F.conv2d(x.reshape(1, -1, height, width), weight.flatten(0, 1).to(x.dtype), bias.flatten().to(x.dtype),
+                       padding=1, groups=n)
+        return out.reshape(n, -1, height, width)
 
 
 class ResidualBlock(nn.Module):
-    """``x + scale * conv(relu(conv(x)))`` with the scale initialised to zero."""
+    """``x + scale * conv(relu(conv(x)))`` with the scale initialised to zero (experts: see :class:`ExpertConv2d`)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, experts: int = 0) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        if experts:
+            self.conv1: nn.Conv2d = ExpertConv2d(channels, channels, experts)
+            self.conv2: nn.Conv2d = ExpertConv2d(channels, channels, experts)
+        else:
+            self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+            self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.experts = experts
         self.scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, routing: torch.Tensor | None = None) -> torch.Tensor:
+        if self.experts:
+            return x + self.scale * self.conv2(F.relu(self.conv1(x, routing), inplace=True), routing)
         return x + self.scale * self.conv2(F.relu(self.conv1(x), inplace=True))
 
 
-def _stage(channels: int, depth: int) -> nn.Sequential:
-    return nn.Sequential(*[ResidualBlock(channels) for _ in range(depth)])
+class Stage(nn.ModuleList):
+    """Residual blocks applied in turn, passing the routing on (a Sequential cannot)."""
+
+    def __init__(self, channels: int, depth: int, experts: int = 0) -> None:
+        super().__init__([ResidualBlock(channels, experts) for _ in range(depth)])
+
+    def forward(self, x: torch.Tensor, routing: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        for block in self:
+            x = block(x, routing)
+        return x
+
+
+def _stage(channels: int, depth: int, experts: int = 0) -> Stage:
+    return Stage(channels, depth, experts)
 
 
 class CompactUNet(nn.Module):
@@ -62,6 +118,11 @@ class CompactUNet(nn.Module):
         it did before, and training starts from there.
     full_res_blocks : int
         Residual blocks in the full-resolution stem and in its decoder.
+    experts : int
+        Expert kernels of every residual block outside the latent level (0: plain
+        convolutions); ``forward`` then needs a per-image ``routing`` (N, experts). The
+        latent level is left plain: its 4x-wider convolutions would multiply the
+        parameter count by far more for the same per-pixel cost.
 
     Notes
     -----
@@ -80,6 +141,7 @@ class CompactUNet(nn.Module):
         decoder_blocks: Sequence[int] = (2, 2),
         full_res_width: int = 0,
         full_res_blocks: int = 1,
+        experts: int = 0,
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
@@ -89,18 +151,21 @@ class CompactUNet(nn.Module):
                 f"encoder_blocks and decoder_blocks need 2 entries each, got "
                 f"{list(encoder_blocks)} and {list(decoder_blocks)}"
             )
+        if experts < 0:
+            raise ValueError(f"experts must be >= 0, got {experts}")
         self.in_channels = in_channels
+        self.experts = experts
         w1, w2, w3 = width, 2 * width, 4 * width
         self.intro = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * in_channels, w1, 3, padding=1))
-        self.encoder1 = _stage(w1, encoder_blocks[0])
+        self.encoder1 = _stage(w1, encoder_blocks[0], experts)
         self.down1 = nn.Conv2d(w1, w2, 2, stride=2)
-        self.encoder2 = _stage(w2, encoder_blocks[1])
+        self.encoder2 = _stage(w2, encoder_blocks[1], experts)
         self.down2 = nn.Conv2d(w2, w3, 2, stride=2)
         self.latent = _stage(w3, latent_blocks)
         self.up2 = nn.Sequential(nn.Conv2d(w3, 4 * w2, 1), nn.PixelShuffle(2))
-        self.decoder2 = _stage(w2, decoder_blocks[0])
+        self.decoder2 = _stage(w2, decoder_blocks[0], experts)
         self.up1 = nn.Sequential(nn.Conv2d(w2, 4 * w1, 1), nn.PixelShuffle(2))
-        self.decoder1 = _stage(w1, decoder_blocks[1])
+        self.decoder1 = _stage(w1, decoder_blocks[1], experts)
         self.tail = nn.Sequential(nn.Conv2d(w1, 4 * in_channels, 3, padding=1), nn.PixelShuffle(2))
         # the residual is zero at initialisation: an untrained network is the identity,
         # so training starts from the input's quality instead of below it
@@ -113,31 +178,40 @@ class CompactUNet(nn.Module):
         if full_res_width:
             f = full_res_width
             self.full_res = nn.ModuleDict({
-                "stem": nn.Sequential(nn.Conv2d(in_channels, f, 3, padding=1), *[ResidualBlock(f) for _ in range(full_res_blocks)]),
+                "stem": nn.Sequential(nn.Conv2d(in_channels, f, 3, padding=1),
+                                      *[ResidualBlock(f, experts) for _ in range(full_res_blocks)]),
                 "down": nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * f, w1, 3, padding=1)),
                 "up": nn.Sequential(nn.Conv2d(w1, 4 * f, 1), nn.PixelShuffle(2)),
-                "decoder": _stage(f, full_res_blocks),
+                "decoder": _stage(f, full_res_blocks, experts),
                 "tail": nn.Conv2d(f, in_channels, 3, padding=1),
             })
             for junction in (self.full_res["down"][1], self.full_res["tail"]):
                 nn.init.zeros_(junction.weight)
                 nn.init.zeros_(junction.bias)
 
-    def forward(self, x: torch.Tensor, modulate: Modulator | None = None) -> torch.Tensor:
-        """Restore ``x`` (N, C, H, W); ``modulate`` is applied at the guidance points."""
+    def forward(self, x: torch.Tensor, modulate: Modulator | None = None,
+                routing: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore ``x`` (N, C, H, W); ``modulate`` is applied at the guidance points and
+        ``routing`` (N, experts) weights the expert kernels (needed when ``experts``)."""
+        if self.experts and routing is None:
+            raise ValueError(f"this backbone has {self.experts} experts per convolution: pass a routing (N, {self.experts})")
         height, width = x.shape[-2:]
         padded = pad_to_multiple(x, self.multiple)
         hook = modulate if modulate is not None else (lambda _level, feature: feature)
         full = self.full_res
-        stem = full["stem"](padded) if full is not None else None
+        stem = None
+        if full is not None:
+            stem = full["stem"][0](padded)
+            for block in full["stem"][1:]:
+                stem = block(stem, routing)
         e1 = self.intro(padded)
-        e1 = self.encoder1(e1 if full is None else e1 + full["down"](stem))
-        e2 = self.encoder2(self.down1(e1))
+        e1 = self.encoder1(e1 if full is None else e1 + full["down"](stem), routing)
+        e2 = self.encoder2(self.down1(e1), routing)
         latent = hook(0, self.latent(self.down2(e2)))
-        d2 = hook(1, self.decoder2(self.up2(latent) + e2))
-        d1 = hook(2, self.decoder1(self.up1(d2) + e1))
+        d2 = hook(1, self.decoder2(self.up2(latent) + e2, routing))
+        d1 = hook(2, self.decoder1(self.up1(d2) + e1, routing))
         out = self.tail(d1) + padded
         if full is not None:
-            out = out + full["tail"](full["decoder"](full["up"](d1) + stem))
+            out = out + full["tail"](full["decoder"](full["up"](d1) + stem, routing))
         return out[..., :height, :width]
 

@@ -61,6 +61,13 @@ class RestorerConfig:
         zero, so a grown model computes what it did before. Global errors (haze's colour
         and contrast, exposure) are one vector per image, which a convolutional backbone
         that sees a tile at a time cannot estimate well.
+
+    Notes
+    -----
+    A compact backbone with ``backbone_args["experts"] = K`` gets a *router*: a linear map
+    of the global condition to a softmax over its K expert kernels per image (needs
+    ``sgm``). The router starts random (the experts start at zero, so the output is
+    unchanged), which lets the experts of different images specialise from the first step.
     """
 
     in_channels: int = 3
@@ -86,6 +93,8 @@ class RestorerConfig:
             raise ValueError("sgm=True needs a condition: enable cfe or choose a semantic source")
         if self.color_head and not self.sgm:
             raise ValueError("color_head=True needs the global condition of sgm=True")
+        if self.backbone_args.get("experts") and not self.sgm:
+            raise ValueError("backbone experts are routed by the global condition: they need sgm=True")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,6 +157,8 @@ class Restorer(nn.Module):
                 )
             self.sgm = SemanticGuidance(levels, condition_dim, heads=config.guidance_heads)
         self.color = ColorHead(condition_dim, config.in_channels) if config.color_head else None
+        experts = getattr(self.backbone, "experts", 0)
+        self.router = nn.Linear(condition_dim, experts) if experts else None
 
     @property
     def in_channels(self) -> int:
@@ -191,7 +202,11 @@ class Restorer(nn.Module):
             condition = self.condition(x)
         else:
             condition = condition.expand(x.shape[0])
-        restored = self.backbone(x, modulate=self.sgm.modulator(condition))
+        if self.router is None:
+            restored = self.backbone(x, modulate=self.sgm.modulator(condition))
+        else:
+            routing = self.router(condition.vector(0).float()).softmax(dim=-1)
+            restored = self.backbone(x, modulate=self.sgm.modulator(condition), routing=routing)
         if self.color is not None:
             restored = self.color(restored, condition.vector(0), condition.statistics)
         return restored

@@ -195,3 +195,40 @@ def test_color_head_benchmark_compares_the_model_with_and_without_its_head(resto
     save_weights(Restorer(tiny_restorer_config()), plain, card={})
     with pytest.raises(SystemExit, match="no colour head"):
         module.main(["--model", str(plain), "--images", "1"])
+
+
+@pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (Set12, CBSD432 held-out crops)")
+def test_experts_benchmark_reports_each_tasks_routing(restorer_file, capsys, tmp_path):
+    import importlib.util
+
+    from perceive_ir.models import Restorer
+    from perceive_ir.zoo import save_weights
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "experts.py"
+    spec = importlib.util.spec_from_file_location("experts_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    args = dict(width=8, encoder_blocks=(1, 1), latent_blocks=1, decoder_blocks=(1, 1), experts=3)
+    model = Restorer(tiny_restorer_config(backbone_args=args))
+    with torch.no_grad():
+        model.router.weight.mul_(50)  # a decided router: images of different tasks route differently
+    routed = tmp_path / "experts.safetensors"
+    save_weights(model, routed, card={})
+    results = module.main(["--model", str(routed), "--images", "1"])
+    assert {"Set12 sigma 15", "haze", "synthetic microscopy", "skimage cell"} <= set(results)
+    for row in results.values():
+        assert len(row["mean"]) == 3 and sum(row["mean"]) == pytest.approx(1.0, abs=1e-5)
+        assert 1 / 3 - 1e-6 <= row["largest"] <= 1 and 0 <= row["entropy"] <= np.log2(3) + 1e-6
+    # the same weights as the restorer's own routing of that image
+    image = module.case_sets(1)[4][1][0]
+    tensor = torch.from_numpy(np.moveaxis(image, -1, 0).copy())[None]
+    windows = module.condition_windows(256, 256, model.config.condition_crop)
+    crops = torch.cat([tensor[..., y0:y1, x0:x1] for y0, y1, x0, x1 in windows])
+    with torch.no_grad():
+        expected = model.router(model.condition_from_crops(crops).vector(0)).softmax(-1)[0].numpy()
+    np.testing.assert_allclose(module.routing(model, image), expected, atol=1e-5)
+    assert len({tuple(np.round(r["mean"], 3)) for r in results.values()}) > 1
+    assert "| haze |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no expert kernels"):
+        module.main(["--model", restorer_file, "--images", "1"])

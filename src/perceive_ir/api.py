@@ -60,6 +60,7 @@ __all__ = [
     "restore",
     "restore_steps",
     "self_ensemble",
+    "condition_windows",
     "perceive",
     "QualityMap",
     "Progress",
@@ -454,12 +455,13 @@ def _scalings(source: Any, layout: _Layout) -> list[IntensityScaling]:
 # restore
 
 
-def _condition_crops(layout: _Layout, crop: int, count: int = 8) -> list[tuple[int, int, int, int]]:
-    """Deterministic crop windows spread over a plane, used for its condition."""
-    ch, cw = min(crop, layout.height), min(crop, layout.width)
+def condition_windows(height: int, width: int, crop: int, count: int = 8) -> list[tuple[int, int, int, int]]:
+    """The crop windows ``(y0, y1, x0, x1)`` spread over a ``height`` x ``width`` plane whose mean
+    condition restore() uses for the whole plane (deterministic)."""
+    ch, cw = min(crop, height), min(crop, width)
     side = max(1, int(math.ceil(math.sqrt(count))))
-    ys = np.unique(np.linspace(0, layout.height - ch, side).astype(int))
-    xs = np.unique(np.linspace(0, layout.width - cw, side).astype(int))
+    ys = np.unique(np.linspace(0, height - ch, side).astype(int))
+    xs = np.unique(np.linspace(0, width - cw, side).astype(int))
     windows = [(y, y + ch, x, x + cw) for y in ys for x in xs]
     if len(windows) > count:
         windows = [windows[i] for i in np.linspace(0, len(windows) - 1, count).astype(int)]
@@ -507,7 +509,7 @@ class _RestoreJob:
         if plane not in self.conditions:
             crops = [
                 _model_input(self.read(plane, *window), self.model.in_channels)
-                for window in _condition_crops(self.layout, self.model.config.condition_crop)
+                for window in condition_windows(self.layout.height, self.layout.width, self.model.config.condition_crop)
             ]
             tensor = torch.from_numpy(np.stack(crops)).to(self.device)
             self.conditions[plane] = self.model.condition_from_crops(tensor)

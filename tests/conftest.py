@@ -43,9 +43,11 @@ def perturb(model: torch.nn.Module, scale: float = 0.02, seed: int = 0) -> torch
 
 @pytest.fixture(scope="session")
 def tiny_restorer() -> Restorer:
-    """RGB, with a colour head: every API test also checks that its per-image correction holds across tiles."""
+    """RGB, with a colour head and expert kernels: every API test also checks that the per-image
+    correction and routing hold across tiles (and that the expert kernels survive channels_last)."""
     torch.manual_seed(0)
-    return perturb(Restorer(tiny_restorer_config(color_head=True))).eval()
+    args = dict(width=8, encoder_blocks=(1, 1), latent_blocks=1, decoder_blocks=(1, 1), experts=2)
+    return perturb(Restorer(tiny_restorer_config(color_head=True, backbone_args=args))).eval()
 
 
 @pytest.fixture(scope="session")

@@ -198,7 +198,7 @@ def test_color_head_benchmark_compares_the_model_with_and_without_its_head(resto
 
 
 @pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (Set12, CBSD432 held-out crops)")
-def test_experts_benchmark_reports_each_tasks_routing(restorer_file, capsys, tmp_path):
+def test_experts_benchmark_reports_each_tasks_routing(capsys, tmp_path):
     import importlib.util
 
     from perceive_ir.models import Restorer
@@ -230,5 +230,7 @@ def test_experts_benchmark_reports_each_tasks_routing(restorer_file, capsys, tmp
     np.testing.assert_allclose(module.routing(model, image), expected, atol=1e-5)
     assert len({tuple(np.round(r["mean"], 3)) for r in results.values()}) > 1
     assert "| haze |" in capsys.readouterr().out
+    plain = tmp_path / "plain.safetensors"
+    save_weights(Restorer(tiny_restorer_config()), plain, card={})
     with pytest.raises(SystemExit, match="no expert kernels"):
-        module.main(["--model", restorer_file, "--images", "1"])
+        module.main(["--model", str(plain), "--images", "1"])

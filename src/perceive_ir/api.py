@@ -40,6 +40,7 @@ in the input dtype, rounded and clipped to its range for integers, or as float32
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import threading
@@ -279,8 +280,13 @@ def _cached_perceiver(name: str, device: str) -> QualityPerceiver:
 
 def _get_restorer(model: str | os.PathLike | Restorer, device: torch.device) -> Restorer:
     restorer = model.eval().to(device) if isinstance(model, Restorer) else _cached_restorer(str(model), str(device))
-    # channels_last: faster convolutions on CPUs (+23%, benchmarks/speed.py) and GPUs, same results
-    return restorer.to(memory_format=torch.channels_last)
+    # channels_last: faster convolutions on CPUs (+23%, benchmarks/speed.py) and GPUs, same results.
+    # Tensor by tensor: Module.to(memory_format=...) refuses the 5-D expert kernels.
+    with torch.no_grad():
+        for tensor in itertools.chain(restorer.parameters(), restorer.buffers()):
+            if tensor.ndim == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return restorer
 
 
 #: compiled twins, dropped with their source model (an id() key could be reused after GC)

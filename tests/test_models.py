@@ -133,6 +133,8 @@ def test_experts_grow_a_trained_compact_net_and_route_each_image() -> None:
         grown(x)
     with pytest.raises(ValueError, match="routing of shape"):
         grown(x, routing=routing[:, :2])
+    with pytest.raises(ValueError, match="routing of shape"):
+        grown.encoder1[0].conv1(torch.rand(3, 8, 4, 4), routing[:2])
     with pytest.raises(ValueError, match="experts"):
         CompactUNet(3, 8, experts=-1)
 

@@ -33,8 +33,8 @@ class ExpertConv2d(nn.Conv2d):
 
     The expert deltas start at zero, so the layer first computes what a plain convolution
     with ``weight`` does (a trained network can be grown into one). ``routing`` is
-    (N, experts); when every row is the same (tiles of one image) one kernel serves the
-    batch, otherwise a grouped convolution applies one kernel per image.
+    (N, experts), one kernel per image (a grouped convolution), or (1, experts), one kernel
+    for the whole batch (tiles of one image).
     """
 
     def __init__(self, in_channels: int, out_channels: int, experts: int) -> None:
@@ -44,11 +44,11 @@ class ExpertConv2d(nn.Conv2d):
         self.delta_bias = nn.Parameter(torch.zeros(experts, out_channels))
 
     def forward(self, x: torch.Tensor, routing: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        if routing is None or routing.shape != (x.shape[0], self.experts):
-            raise ValueError(f"expected a routing of shape ({x.shape[0]}, {self.experts}), got "
+        if routing is None or routing.ndim != 2 or routing.shape[0] not in (1, x.shape[0]) or routing.shape[1] != self.experts:
+            raise ValueError(f"expected a routing of shape ({x.shape[0]} or 1, {self.experts}), got "
                              f"{None if routing is None else tuple(routing.shape)}")
         routing = routing.to(self.weight.dtype)
-        if bool((routing == routing[:1]).all()):
+        if routing.shape[0] == 1:
             weight = self.weight + torch.tensordot(routing[0], self.delta, dims=1)
             return F.conv2d(x, weight.to(x.dtype), (self.bias + routing[0] @ self.delta_bias).to(x.dtype), padding=1)
         n, _, height, width = x.shape
@@ -193,8 +193,11 @@ class CompactUNet(nn.Module):
                 routing: torch.Tensor | None = None) -> torch.Tensor:
         """Restore ``x`` (N, C, H, W); ``modulate`` is applied at the guidance points and
         ``routing`` (N, experts) weights the expert kernels (needed when ``experts``)."""
-        if self.experts and routing is None:
-            raise ValueError(f"this backbone has {self.experts} experts per convolution: pass a routing (N, {self.experts})")
+        if self.experts:
+            if routing is None:
+                raise ValueError(f"this backbone has {self.experts} experts per convolution: pass a routing (N, {self.experts})")
+            if routing.shape[0] > 1 and bool((routing == routing[:1]).all()):
+                routing = routing[:1]  # tiles of one image: one kernel per convolution for the batch
         height, width = x.shape[-2:]
         padded = pad_to_multiple(x, self.multiple)
         hook = modulate if modulate is not None else (lambda _level, feature: feature)

@@ -1,6 +1,6 @@
 """Shared helpers of the benchmark scripts: model choice, machine facts, timing, tables.
 
-Not part of the package; imported by ``benchmarks/speed.py``, ``memory.py`` and ``perceiver_tiles.py``
+Not part of the package; imported by the scripts of ``benchmarks/``
 (which put this folder on ``sys.path`` themselves, so run them as plain scripts).
 """
 
@@ -105,6 +105,23 @@ def set_threads(threads: int | None) -> int:
     if threads:
         torch.set_num_threads(int(threads))
     return torch.get_num_threads()
+
+
+def held_out_restorer(description: str, argv: list[str] | None = None):
+    """``(arguments, restorer)`` for the held-out quality benchmarks (``color_head.py``,
+    ``experts.py``, ``haze_global_error.py``): ``--model`` (zoo name or weights file),
+    ``--images`` (held-out images per task) and ``--threads``."""
+    import argparse
+
+    from perceive_ir.zoo import load_restorer
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default="default", help="restorer: zoo name or weights file")
+    parser.add_argument("--images", type=int, default=12, help="held-out images per task")
+    parser.add_argument("--threads", type=int, default=None)
+    arguments = parser.parse_args(argv)
+    set_threads(arguments.threads)
+    return arguments, load_restorer(arguments.model)
 
 
 def cpu_model() -> str:

@@ -11,7 +11,6 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import evaluate  # noqa: E402
+from _common import held_out_restorer  # noqa: E402
 from haze_global_error import psnr  # noqa: E402
 
-from perceive_ir import load_restorer  # noqa: E402
 
 TASKS = ("haze", "low_light", "rain", "noise", "poisson", "motion_blur")
 
@@ -44,14 +43,7 @@ def head_parameters(model, image: np.ndarray) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="default", help="restorer: zoo name or weights file")
-    parser.add_argument("--images", type=int, default=12, help="held-out crops per task")
-    parser.add_argument("--threads", type=int, default=None)
-    arguments = parser.parse_args(argv)
-    if arguments.threads:
-        torch.set_num_threads(arguments.threads)
-    model = load_restorer(arguments.model)
+    arguments, model = held_out_restorer(__doc__.splitlines()[0], argv)
     head = model.color
     if head is None:
         raise SystemExit(f"'{arguments.model}' has no colour head")

@@ -16,7 +16,6 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,10 +23,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import evaluate  # noqa: E402
+from _common import held_out_restorer  # noqa: E402
 
-from perceive_ir import load_restorer  # noqa: E402
 from perceive_ir.api import condition_windows  # noqa: E402
 
 
@@ -60,14 +60,7 @@ def case_sets(images: int) -> list[tuple[str, list[np.ndarray]]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, object]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="default", help="restorer: zoo name or weights file")
-    parser.add_argument("--images", type=int, default=12, help="held-out images per task")
-    parser.add_argument("--threads", type=int, default=None)
-    arguments = parser.parse_args(argv)
-    if arguments.threads:
-        torch.set_num_threads(arguments.threads)
-    model = load_restorer(arguments.model)
+    arguments, model = held_out_restorer(__doc__.splitlines()[0], argv)
     if model.router is None:
         raise SystemExit(f"'{arguments.model}' has no expert kernels (backbone_args experts=0)")
     experts = model.router.out_features

@@ -13,19 +13,18 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import evaluate  # noqa: E402
+from _common import held_out_restorer  # noqa: E402
 
-from perceive_ir import load_restorer  # noqa: E402
 
 
 def psnr(image: np.ndarray, clean: np.ndarray) -> float:
@@ -41,14 +40,7 @@ def oracle_affine(output: np.ndarray, clean: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--images", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_restorer(args.model)
+    args, model = held_out_restorer(__doc__.splitlines()[0], argv)
     columns = ("input", "model", "dark channel prior", "model + oracle affine")
     rows = []
     print("| crop | level | " + " | ".join(columns) + " |\n|---|---|" + "---|" * len(columns))

@@ -157,14 +157,20 @@ def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, mo
     assert again["psnr"]["Set12 sigma 25 | perceive-ir (blind)"] != stored["psnr"]["Set12 sigma 25 | perceive-ir (blind)"]
 
 
-@pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (CBSD432 held-out crops)")
-def test_haze_global_error_benchmark_fits_a_gain_and_offset(restorer_file, capsys):
+def load_benchmark(name: str):
+    """A script of ``benchmarks/`` as a module (they are scripts, not a package)."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "haze_global_error.py"
-    spec = importlib.util.spec_from_file_location("haze_global_error", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (CBSD432 held-out crops)")
+def test_haze_global_error_benchmark_fits_a_gain_and_offset(restorer_file, capsys):
+    module = load_benchmark("haze_global_error")
     clean = np.random.default_rng(0).uniform(0.2, 0.8, (16, 16, 3))
     np.testing.assert_allclose(module.oracle_affine(0.5 * clean + 0.1, clean), clean, atol=1e-6)
     means = module.main(["--model", restorer_file, "--images", "1"])
@@ -176,15 +182,10 @@ def test_haze_global_error_benchmark_fits_a_gain_and_offset(restorer_file, capsy
 
 @pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (CBSD432 held-out crops)")
 def test_color_head_benchmark_compares_the_model_with_and_without_its_head(restorer_file, capsys, tmp_path):
-    import importlib.util
-
     from perceive_ir.models import Restorer
     from perceive_ir.zoo import save_weights
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "color_head.py"
-    spec = importlib.util.spec_from_file_location("color_head", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("color_head")
     results = module.main(["--model", restorer_file, "--images", "1"])  # the tiny test model has a (random) head
     assert set(results) == set(module.TASKS)
     assert all(r["gain"] > 0 for r in results.values())
@@ -199,15 +200,10 @@ def test_color_head_benchmark_compares_the_model_with_and_without_its_head(resto
 
 @pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (Set12, CBSD432 held-out crops)")
 def test_experts_benchmark_reports_each_tasks_routing(capsys, tmp_path):
-    import importlib.util
-
     from perceive_ir.models import Restorer
     from perceive_ir.zoo import save_weights
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "experts.py"
-    spec = importlib.util.spec_from_file_location("experts_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("experts")
     torch.manual_seed(0)
     args = dict(width=8, encoder_blocks=(1, 1), latent_blocks=1, decoder_blocks=(1, 1), experts=3)
     model = Restorer(tiny_restorer_config(backbone_args=args))

@@ -33,12 +33,14 @@ from perceive_ir.api import condition_windows  # noqa: E402
 
 def routing(model, image: np.ndarray) -> np.ndarray:
     """The routing weights (K,) of ``image`` ((Y, X) gray or (Y, X, 3) RGB in [0, 1])."""
-    planes = np.repeat(image[None], 3, axis=0) if image.ndim == 2 else np.moveaxis(image, -1, 0)
+    planes = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
+    if planes.shape[0] == 1 and model.in_channels == 3:  # as restore() feeds a gray plane to an RGB model
+        planes = np.repeat(planes, 3, axis=0)
     windows = condition_windows(planes.shape[1], planes.shape[2], model.config.condition_crop)
     crops = torch.from_numpy(np.stack([planes[:, y0:y1, x0:x1] for y0, y1, x0, x1 in windows]).astype(np.float32))
     with torch.inference_mode():
         condition = model.condition_from_crops(crops)
-        return model.router(condition.vector(0).float()).softmax(-1)[0].numpy()
+        return model.routing(condition)[0].numpy()
 
 
 def case_sets(images: int) -> list[tuple[str, list[np.ndarray]]]:

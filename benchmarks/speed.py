@@ -360,11 +360,11 @@ def table_c(runner: Runner, args: argparse.Namespace) -> dict:
         cl = batch.contiguous(memory_format=torch.channels_last)
 
         def with_channels_last(cast=None):
-            model.to(memory_format=torch.channels_last)
+            api.set_memory_format(model, torch.channels_last)
             try:
                 forward(cl, cast)
             finally:
-                model.to(memory_format=torch.contiguous_format)
+                api.set_memory_format(model, torch.contiguous_format)
 
         variants.append(("fp32 channels_last (model + input)", lambda: with_channels_last()))
         if device.type == "cpu":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import numpy as np
@@ -407,3 +408,19 @@ def test_perceive_tile_is_independent_of_neighbours(tiny_perceiver) -> None:
     b = perceive(other, model=tiny_perceiver, tile_size=64, device="cpu").probabilities
     np.testing.assert_allclose(a[0, 0], b[0, 0], atol=1e-6)
     assert not np.allclose(a[1, 1], b[1, 1])
+
+
+def test_set_memory_format_converts_4d_tensors_of_a_model_with_expert_kernels(tiny_restorer) -> None:
+    # Module.to(memory_format=...) raises on the 5-D expert kernels; benchmarks/speed.py and restore() use this
+    model = copy.deepcopy(tiny_restorer)
+    x = torch.rand(2, 3, 24, 24)
+    with torch.no_grad():
+        before = model(x)
+        api.set_memory_format(model, torch.channels_last)
+        four_d = [p for p in model.parameters() if p.ndim == 4]
+        assert four_d and all(p.is_contiguous(memory_format=torch.channels_last) for p in four_d)
+        assert any(p.ndim == 5 for p in model.parameters())
+        assert torch.allclose(model(x.contiguous(memory_format=torch.channels_last)), before, atol=1e-5)
+        api.set_memory_format(model, torch.contiguous_format)
+        assert all(p.is_contiguous() for p in model.parameters())
+        assert torch.allclose(model(x), before, atol=1e-6)

@@ -97,7 +97,7 @@ def test_full_res_path_grows_a_trained_compact_net_without_changing_its_output()
         CompactUNet(3, 8, full_res_width=-1)
 
 
-def test_experts_grow_a_trained_compact_net_and_route_each_image() -> None:
+def test_experts_grow_a_trained_compact_net_and_route_each_image(monkeypatch) -> None:
     """Expert kernels start at zero (a grown net is unchanged); trained, each image gets its own kernels."""
     torch.manual_seed(0)
     small = CompactUNet(3, 8, (1, 1), 1, (1, 1), full_res_width=4)
@@ -125,10 +125,21 @@ def test_experts_grow_a_trained_compact_net_and_route_each_image() -> None:
         alone = torch.cat([grown(x[i : i + 1], routing=routing[i : i + 1]) for i in range(3)])
         assert torch.allclose(together, alone, rtol=1e-4, atol=1e-4)
         assert not torch.allclose(grown(x, routing=routing[[1, 2, 0]]), together, atol=1e-3)
-        # a shared routing (tiles of one image) takes the single-kernel path and agrees
-        shared = routing[:1].expand(3, 3)
-        assert torch.allclose(grown(x, routing=shared), torch.cat([grown(x[i : i + 1], routing=routing[:1]) for i in range(3)]),
-                              rtol=1e-4, atol=1e-4)
+        # a (1, K) routing (tiles of one image) runs dense convolutions and agrees with the grouped path
+        calls = []
+        conv2d = torch.nn.functional.conv2d
+
+        def spy(*args, **kwargs):
+            calls.append(kwargs.get("groups", 1))
+            return conv2d(*args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.functional, "conv2d", spy)
+        dense = grown(x, routing=routing[:1])
+        assert calls and set(calls) == {1}
+        calls.clear()
+        grouped = grown(x, routing=routing[:1].expand(3, 3).contiguous())
+        assert 3 in calls
+        assert torch.allclose(dense, grouped, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="pass a routing"):
         grown(x)
     with pytest.raises(ValueError, match="routing of shape"):
@@ -152,8 +163,16 @@ def test_restorer_routes_experts_by_each_images_condition(tmp_path) -> None:
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         condition = model.condition(x)
-        routing = model.router(condition.vector(0)).softmax(-1)
+        routing = model.routing(condition)
+        assert torch.allclose(routing, model.router(condition.vector(0)).softmax(-1))
         assert torch.allclose(routing.sum(-1), torch.ones(2)) and not torch.allclose(routing[0], routing[1])
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # routed in float32 whatever the autocast
+            assert torch.allclose(model.routing(condition), routing, atol=1e-6)
+        # one image's condition routes a whole batch of its tiles with one (1, K) routing
+        single = model.condition(x[:1])
+        assert model.routing(single).shape == (1, 2)
+        tiles = torch.cat([x[:1], x[:1].flip(-1)])
+        assert torch.allclose(model(tiles, single), torch.cat([model(t[None], single) for t in tiles]), atol=1e-5)
         expected = model.backbone(x, modulate=model.sgm.modulator(condition), routing=routing)
         assert torch.allclose(model(x), expected, atol=1e-6)
         assert torch.allclose(model(x), torch.cat([model(x[i : i + 1]) for i in range(2)]), atol=1e-5)

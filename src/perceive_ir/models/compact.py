@@ -7,9 +7,11 @@ zero-initialised residual scale (no normalisation layer to evaluate at inference
 
 Optionally (``experts=K``) the block convolutions outside the latent level are
 *conditional*: each image's kernel is the shared kernel plus a mixture of K expert
-kernels, weighted by a per-image routing vector (CondConv-style). Mixing the kernels
-costs nothing per pixel, so the capacity grows K-fold at the same speed; tiles of one
-image share one routing, hence one kernel per convolution.
+kernels, weighted by a per-image routing vector (CondConv-style). The kernels are mixed
+once per forward call, not per pixel: a batch of tiles of one image (one routing) runs
+dense convolutions at the plain network's cost. A batch of different images (training,
+planes of a stack sharing a batch) needs one kernel per image, a grouped convolution:
+about as fast on this project's CPU, typically slower on GPUs (not measured).
 
 Tensors are NCHW; any height/width is accepted (reflect-padded inside ``forward`` to a
 multiple of :attr:`CompactUNet.multiple`, cropped back).
@@ -192,12 +194,11 @@ class CompactUNet(nn.Module):
     def forward(self, x: torch.Tensor, modulate: Modulator | None = None,
                 routing: torch.Tensor | None = None) -> torch.Tensor:
         """Restore ``x`` (N, C, H, W); ``modulate`` is applied at the guidance points and
-        ``routing`` (N, experts) weights the expert kernels (needed when ``experts``)."""
-        if self.experts:
-            if routing is None:
-                raise ValueError(f"this backbone has {self.experts} experts per convolution: pass a routing (N, {self.experts})")
-            if routing.shape[0] > 1 and bool((routing == routing[:1]).all()):
-                routing = routing[:1]  # tiles of one image: one kernel per convolution for the batch
+        ``routing`` weights the expert kernels (needed when ``experts``): (N, experts), one
+        kernel per image (a grouped convolution), or (1, experts), one for the whole batch."""
+        if self.experts and routing is None:
+            raise ValueError(f"this backbone has {self.experts} experts per convolution: pass a routing "
+                             f"(N, {self.experts}), or (1, {self.experts}) for a batch of tiles of one image")
         height, width = x.shape[-2:]
         padded = pad_to_multiple(x, self.multiple)
         hook = modulate if modulate is not None else (lambda _level, feature: feature)

@@ -193,6 +193,19 @@ class Restorer(nn.Module):
         ]
         return Condition.mean(per_crop)
 
+    def routing(self, condition: Condition) -> torch.Tensor | None:
+        """Softmax weights (N, K) of the backbone's K expert kernels for each condition (None: no experts).
+
+        Computed in float32 outside autocast, so that CPU, CUDA and half-precision weights
+        route an image alike.
+        """
+        if self.router is None:
+            return None
+        vector = condition.vector(0)
+        with torch.autocast(vector.device.type, enabled=False):
+            logits = self.router(vector.to(self.router.weight.dtype))
+        return logits.float().softmax(dim=-1)
+
     def forward(self, x: torch.Tensor, condition: Condition | None = None) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected a (N, {self.in_channels}, H, W) tensor, got shape {tuple(x.shape)}")
@@ -200,12 +213,11 @@ class Restorer(nn.Module):
             return self.backbone(x)
         if condition is None:
             condition = self.condition(x)
-        else:
-            condition = condition.expand(x.shape[0])
-        if self.router is None:
+        routing = self.routing(condition)  # before expanding: one image's condition gives one (1, K) routing
+        condition = condition.expand(x.shape[0])
+        if routing is None:
             restored = self.backbone(x, modulate=self.sgm.modulator(condition))
         else:
-            routing = self.router(condition.vector(0).float()).softmax(dim=-1)
             restored = self.backbone(x, modulate=self.sgm.modulator(condition), routing=routing)
         if self.color is not None:
             restored = self.color(restored, condition.vector(0), condition.statistics)

@@ -219,6 +219,7 @@ def _to_dtype(values: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np
     return values.astype(dtype, copy=False)
 
 
+@functools.lru_cache(maxsize=None)
 def _float_bounds(dtype: np.dtype, float_dtype: np.dtype) -> tuple[np.floating, np.floating]:
     """The integer ``dtype``'s range as ``float_dtype`` values that cast back without wrapping.
 

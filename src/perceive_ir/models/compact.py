@@ -50,14 +50,12 @@ class ExpertConv2d(nn.Conv2d):
             raise ValueError(f"expected a routing of shape ({x.shape[0]} or 1, {self.experts}), got "
                              f"{None if routing is None else tuple(routing.shape)}")
         routing = routing.to(self.weight.dtype)
+        weight = (self.weight + torch.tensordot(routing, self.delta, dims=1)).to(x.dtype)  # (R, out, in, 3, 3)
+        bias = (self.bias + routing @ self.delta_bias).to(x.dtype)  # (R, out)
         if routing.shape[0] == 1:
-            weight = self.weight + torch.tensordot(routing[0], self.delta, dims=1)
-            return F.conv2d(x, weight.to(x.dtype), (self.bias + routing[0] @ self.delta_bias).to(x.dtype), padding=1)
+            return F.conv2d(x, weight[0], bias[0], padding=1)
         n, _, height, width = x.shape
-        weight = self.weight + torch.tensordot(routing, self.delta, dims=1)  # (N, out, in, 3, 3)
-        bias = self.bias + routing @ self.delta_bias  # (N, out)
-        out = F.conv2d(x.reshape(1, -1, height, width), weight.flatten(0, 1).to(x.dtype), bias.flatten().to(x.dtype),
-                       padding=1, groups=n)
+        out = F.conv2d(x.reshape(1, -1, height, width), weight.flatten(0, 1), bias.flatten(), padding=1, groups=n)
         return out.reshape(n, -1, height, width)
 
 
@@ -91,10 +89,6 @@ class Stage(nn.ModuleList):
         for block in self:
             x = block(x, routing)
         return x
-
-
-def _stage(channels: int, depth: int, experts: int = 0) -> Stage:
-    return Stage(channels, depth, experts)
 
 
 class CompactUNet(nn.Module):
@@ -159,15 +153,15 @@ class CompactUNet(nn.Module):
         self.experts = experts
         w1, w2, w3 = width, 2 * width, 4 * width
         self.intro = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * in_channels, w1, 3, padding=1))
-        self.encoder1 = _stage(w1, encoder_blocks[0], experts)
+        self.encoder1 = Stage(w1, encoder_blocks[0], experts)
         self.down1 = nn.Conv2d(w1, w2, 2, stride=2)
-        self.encoder2 = _stage(w2, encoder_blocks[1], experts)
+        self.encoder2 = Stage(w2, encoder_blocks[1], experts)
         self.down2 = nn.Conv2d(w2, w3, 2, stride=2)
-        self.latent = _stage(w3, latent_blocks)
+        self.latent = Stage(w3, latent_blocks)
         self.up2 = nn.Sequential(nn.Conv2d(w3, 4 * w2, 1), nn.PixelShuffle(2))
-        self.decoder2 = _stage(w2, decoder_blocks[0], experts)
+        self.decoder2 = Stage(w2, decoder_blocks[0], experts)
         self.up1 = nn.Sequential(nn.Conv2d(w2, 4 * w1, 1), nn.PixelShuffle(2))
-        self.decoder1 = _stage(w1, decoder_blocks[1], experts)
+        self.decoder1 = Stage(w1, decoder_blocks[1], experts)
         self.tail = nn.Sequential(nn.Conv2d(w1, 4 * in_channels, 3, padding=1), nn.PixelShuffle(2))
         # the residual is zero at initialisation: an untrained network is the identity,
         # so training starts from the input's quality instead of below it
@@ -184,7 +178,7 @@ class CompactUNet(nn.Module):
                                       *[ResidualBlock(f, experts) for _ in range(full_res_blocks)]),
                 "down": nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * f, w1, 3, padding=1)),
                 "up": nn.Sequential(nn.Conv2d(w1, 4 * f, 1), nn.PixelShuffle(2)),
-                "decoder": _stage(f, full_res_blocks, experts),
+                "decoder": Stage(f, full_res_blocks, experts),
                 "tail": nn.Conv2d(f, in_channels, 3, padding=1),
             })
             for junction in (self.full_res["down"][1], self.full_res["tail"]):

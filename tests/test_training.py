@@ -140,11 +140,16 @@ def test_resume_continues_an_interrupted_phase(smoke_run, tmp_path):
     assert [int(r["step"]) for r in rows] == [6, 8]
     assert run.load_checkpoint(tmp_path / "restorer.pt")["history"] == []
     # continuing with changed settings: the checkpoint records what changed and from which step
-    result = run.main(["--out", str(tmp_path), "--resume", "--override", "steps=10", "--override", "dpl_weight=0"])
+    smoke_lr = configs.resolve_config("smoke").lr
+    result = run.main(["--out", str(tmp_path), "--resume", "--override", "steps=10", "--override", "dpl_weight=0",
+                       "--override", f"lr={smoke_lr / 2}"])
     assert result["restorer_step"] == 10
-    history = run.load_checkpoint(tmp_path / "restorer.pt")["history"]
+    state = run.load_checkpoint(tmp_path / "restorer.pt")
+    history = state["history"]
     assert [entry["step"] for entry in history] == [8]
-    assert history[0]["changed"] == {"dpl_weight": [0.1, 0], "steps": [8, 10]}
+    assert history[0]["changed"] == {"dpl_weight": [0.1, 0], "lr": [smoke_lr, smoke_lr / 2], "steps": [8, 10]}
+    # the new rate is used, not the one stored with the optimizer's moments
+    assert [group["base_lr"] for group in state["optimizer"]["param_groups"]] == [smoke_lr / 2]
     rows = [r for r in read_log(tmp_path) if r["phase"] == "restorer"]
     assert float(rows[-1]["dpl"]) == 0.0 and float(rows[-2]["dpl"]) > 0.0
     # continuing with an added task: stage 1 is kept, the proxies apply only to the tasks they were trained on
@@ -512,3 +517,17 @@ def test_task_weights_set_the_share_of_each_task_in_every_cycle():
         configs.resolve_config("smoke", task_weights={"low_light": 2})
     with pytest.raises(ValueError, match="positive integers"):
         configs.resolve_config("smoke", task_weights={"noise": 1.5})
+
+
+def test_router_learning_rate_scale_puts_the_router_in_its_own_group(tiny_restorer):
+    plain = run.restorer_groups(tiny_restorer, configs.resolve_config("smoke"))
+    assert [len(params) for params, _ in plain] == [len(list(tiny_restorer.parameters())), 0]
+    scaled = run.restorer_groups(tiny_restorer, configs.resolve_config("smoke", lr=1e-3, router_lr_scale=10))
+    (rest, rest_lr), (router, router_lr) = scaled
+    assert rest_lr == 1e-3 and router_lr == pytest.approx(1e-2)
+    assert {id(p) for p in router} == {id(p) for p in tiny_restorer.router.parameters()}
+    assert len(rest) + len(router) == len(list(tiny_restorer.parameters()))
+    optimizer = run.optimizer_for(scaled, 0.0)
+    assert [group["base_lr"] for group in optimizer.param_groups] == [1e-3, pytest.approx(1e-2)]
+    with pytest.raises(ValueError, match="router_lr_scale must be positive"):
+        configs.resolve_config("smoke", router_lr_scale=0)

@@ -121,6 +121,9 @@ class TrainConfig:
         stage on wall-clock time and drives the cosine instead of ``steps``.
     warmup_steps : int
         Linear learning-rate warm-up of every phase.
+    router_lr_scale : float
+        The expert router's learning rate is ``lr`` times this (1: one group). The router's
+        gradient passes through the expert kernels, which start at zero, so it learns slowly.
     l1_weight, info_nce_weight, clip_weight, dpl_weight : float
         Loss weights (paper: 1, 0.1, 0.05, 0.1).
     temperature : float
@@ -202,6 +205,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     minutes: float | None = 45.0
     warmup_steps: int = 100
+    router_lr_scale: float = 1.0
     l1_weight: float = 1.0
     info_nce_weight: float = 0.1
     clip_weight: float = 0.05
@@ -236,6 +240,8 @@ class TrainConfig:
             raise ValueError(f"region_size must be >= crop_size, got {self.region_size} vs {self.crop_size}")
         if self.data_source not in ("builtin", "folders"):
             raise ValueError(f"data_source must be 'builtin' or 'folders', got {self.data_source!r}")
+        if not self.router_lr_scale > 0:
+            raise ValueError(f"router_lr_scale must be positive, got {self.router_lr_scale}")
         if self.gray_sources not in ("plane", "replicated"):
             raise ValueError(f"gray_sources must be 'plane' or 'replicated', got {self.gray_sources!r}")
         if self.clock not in ("wall", "process"):

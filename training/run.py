@@ -543,7 +543,7 @@ def run_phase(phase: Phase, config: TrainConfig, run_folder: Path, runtime: Runt
         # finished means "the current budget is spent": a larger --minutes or steps continues a finished phase
         done = progress_of(step, seconds, phase.steps, phase.minutes) >= 1.0
         if "optimizer" in state and not done:
-            phase.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(phase.optimizer, state["optimizer"], phase.name)
         phase.load_extra_state(state)
         if runtime.main:
             print(f"[{phase.name}] resumed from {path} at step {step} ({seconds / 60:.1f} min trained, done={done})", flush=True)
@@ -612,6 +612,18 @@ def run_phase(phase: Phase, config: TrainConfig, run_folder: Path, runtime: Runt
 
         dist.barrier()
     return final
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, stored: dict[str, Any], phase: str) -> None:
+    """Load the stored moments but keep the configured rates and decay (a resume may change ``lr``)."""
+    configured = [{key: group[key] for key in ("base_lr", "weight_decay")} for group in optimizer.param_groups]
+    if len(stored["param_groups"]) != len(configured):
+        raise ValueError(f"{phase}: the checkpoint's optimizer has {len(stored['param_groups'])} parameter group(s), this "
+                         f"config makes {len(configured)} (was router_lr_scale changed from or to 1?); resume with the "
+                         "stored setting, or start a new run folder with init_from")
+    optimizer.load_state_dict(stored)
+    for group, values in zip(optimizer.param_groups, configured):
+        group.update(values)
 
 
 def optimizer_for(groups: list[tuple[list[nn.Parameter], float]], weight_decay: float) -> torch.optim.AdamW:
@@ -757,6 +769,14 @@ def task_psnr(model: nn.Module, samples: dict[str, torch.Tensor], n_tasks: int, 
     return torch.stack([values[samples["task"] == t].mean() for t in range(n_tasks)])
 
 
+def restorer_groups(restorer: Restorer, config: TrainConfig) -> list[tuple[list[nn.Parameter], float]]:
+    """The restorer's trainable parameters at ``lr``; the router in a group of its own if its rate differs."""
+    router = [p for p in restorer.router.parameters() if p.requires_grad] \
+        if restorer.router is not None and config.router_lr_scale != 1 else []
+    rest = [p for p in restorer.parameters() if p.requires_grad and all(p is not q for q in router)]
+    return [(rest, config.lr), (router, config.lr * config.router_lr_scale)]
+
+
 def feature_extractor(config: TrainConfig) -> nn.Module:
     """VGG16 taps when weights are given (the paper), else the fixed random pyramid (documented fallback)."""
     if config.vgg_file:
@@ -777,8 +797,9 @@ def train_restorer(config: TrainConfig, mediums: list[tuple[Restorer, tuple[str,
             print(f"[restorer] initialised from {initialised_from['path']} (step {initialised_from['step']}); "
                   f"new: {initialised_from['added_parameters']}", flush=True)
     trained = wrap_for_training(RestorerTrainingStep(restorer), runtime)
-    parameters = [p for p in restorer.parameters() if p.requires_grad]
-    optimizer = optimizer_for([(parameters, config.lr)], config.weight_decay)
+    groups = restorer_groups(restorer, config)
+    parameters = [p for params, _ in groups for p in params]
+    optimizer = optimizer_for(groups, config.weight_decay)
     dataset = TaskBalancedDataset(tasks, config.crop_size, config.region_size, config.epoch_size, config.seed,
                                   weights=config.stage2_task_weights())
     features = feature_extractor(config).to(device)

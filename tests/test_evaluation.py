@@ -141,6 +141,7 @@ def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, mo
         assert np.isfinite(stored["psnr"][row]), row
     assert stored["psnr"]["Set12 sigma 25 | TV"] > stored["psnr"]["Set12 sigma 25 | input"] + 3
     assert "| s / megapixel |" in result["markdown"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["baselines.json", "report.json"]  # renamed, no temporaries
     # the second run reads the classical methods from the cache (they must not run again)
     def refuse(*args, **kwargs):
         raise AssertionError("a cached classical method ran again")

@@ -67,6 +67,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from perceive_ir import degrade as D
 from perceive_ir import load_perceiver, load_restorer, restore
+from perceive_ir.io import atomic_output
 from perceive_ir.synthetic import acquisition_parameters, degrade_fluorescence, synth_fluorescence
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -159,6 +160,12 @@ class Scores:
         keys = [(r, m) for r, m in self.megapixels if m == method and (rows is None or r in rows)]
         megapixels = sum(self.megapixels[k] for k in keys)
         return sum(self.seconds[k] for k in keys) / megapixels if megapixels else None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` through a temporary sibling and a rename (two evaluations may share a cache)."""
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(text)
 
 
 def timed(function: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
@@ -681,13 +688,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(text + "\n", flush=True)
             parts.append(text)
             if cache_path is not None:
-                cache_path.write_text(json.dumps(scores.cache))
+                write_atomically(cache_path, json.dumps(scores.cache))
     finally:
         RESTORE_SETTINGS.clear()
     results.update(scores.to_dict())
     results["markdown"] = "\n\n".join(parts)
     if arguments.json:
-        Path(arguments.json).write_text(json.dumps(results, indent=2))
+        write_atomically(Path(arguments.json), json.dumps(results, indent=2))
     return results
 
 

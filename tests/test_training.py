@@ -70,6 +70,25 @@ def test_microscopy_task_uses_the_package_generator():
     np.testing.assert_array_equal(degraded[..., 1], expected_degraded)
 
 
+def test_microscopy_regions_are_windows_of_larger_fields():
+    task = data.MicroscopyTask("microscopy", count=6, seed=5, max_zoom=3.0)
+    sides = []
+    for index in range(6):
+        degraded, clean = task.region(index, 40, np.random.default_rng(index))
+        assert clean.shape == degraded.shape == (40, 40, 3)
+        zoom = np.exp(np.random.default_rng([5, index, 1]).uniform(0.0, np.log(3.0)))
+        side = max(40, int(round(40 * zoom)))
+        field = synthetic.synth_fluorescence((side, side), rng=np.random.default_rng([5, index]))
+        windows = np.lib.stride_tricks.sliding_window_view(field, (40, 40))
+        matches = np.all(windows == clean[..., 0], axis=(2, 3))
+        assert matches.sum() == 1, index  # the clean region is one window of the image's field
+        sides.append(side)
+    assert min(sides) < 60 < max(sides) <= 120  # zooms spread over [1, 3]
+    assert configs.resolve_config("compact").microscopy_zoom == 3.0
+    with pytest.raises(ValueError, match="microscopy_zoom must be >= 1"):
+        configs.resolve_config("smoke", microscopy_zoom=0.5)
+
+
 def test_info_nce_prefers_matching_crops():
     generator = torch.Generator().manual_seed(0)
     query = torch.nn.functional.normalize(torch.randn(6, 8, generator=generator), dim=-1)
@@ -531,3 +550,53 @@ def test_router_learning_rate_scale_puts_the_router_in_its_own_group(tiny_restor
     assert [group["base_lr"] for group in optimizer.param_groups] == [1e-3, pytest.approx(1e-2)]
     with pytest.raises(ValueError, match="router_lr_scale must be positive"):
         configs.resolve_config("smoke", router_lr_scale=0)
+
+
+def test_perceiver_windows_share_one_random_side_within_the_range():
+    rng = np.random.default_rng(0)
+    batch = torch.arange(2 * 3 * 48 * 48, dtype=torch.float32).reshape(2, 3, 48, 48)
+    sides = set()
+    for _ in range(50):
+        window = run.synchronised_window(48, 32, rng)
+        crop = batch[window]
+        assert crop.shape[:2] == (2, 3) and crop.shape[2] == crop.shape[3]
+        assert torch.equal(crop[1] - crop[0], torch.full_like(crop[0], 3 * 48 * 48))  # the same place in every image
+        sides.add(crop.shape[2])
+    assert min(sides) == 32 and max(sides) == 48 and len(sides) > 5
+
+
+@needs_datasets
+def test_perceiver_is_measured_at_both_crop_sizes_and_can_be_fine_tuned(smoke_run, tmp_path, capsys):
+    import evaluate
+
+    from perceive_ir import zoo
+
+    folder, result = smoke_run
+    metrics = result["perceiver_accuracy"]
+    assert set(metrics) >= {"accuracy_32px", "accuracy_48px"}  # smoke: crops of 32 to 48 px
+    assert metrics["accuracy"] == pytest.approx((metrics["accuracy_32px"] + metrics["accuracy_48px"]) / 2)
+    _config, _mediums, perceiver, _restorer = run.load_run(folder, with_restorer=False)
+    weights = tmp_path / "smoke-perceiver.safetensors"
+    zoo.save_weights(perceiver, weights)
+    report = evaluate.section_perceiver(str(weights), folder, 1, results := {})
+    assert "held-out crops (32px and 48px" in report and "classical statistics" in report
+    assert results["perceiver"]["model"] == pytest.approx(metrics)  # the same crops as training's measurement
+    assert set(results["perceiver"]["classical"]) == set(metrics)
+    # fine-tuning: stage 1 of a new folder starts from the given perceiver
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    for phase in ("medium0", "medium1"):
+        run.save_checkpoint(tuned / f"{phase}.pt", run.load_checkpoint(folder / f"{phase}.pt"))
+    run.main(["--config", "smoke", "--out", str(tuned), "--stage", "1", "--resume",
+              "--override", f"perceiver_init_from={json.dumps(str(weights))}", "--override", "perceiver_steps=1"])
+    assert "[perceiver] initialised from" in capsys.readouterr().out
+    before, after = perceiver.state_dict(), run.load_checkpoint(tuned / "perceiver.pt")["models"]["model"]
+    assert all(torch.allclose(before[k].float(), after[k].float(), atol=0.02) for k in before)
+    assert not all(torch.equal(before[k].float(), after[k].float()) for k in before)  # and it trained
+    other = tmp_path / "other"
+    other.mkdir()
+    for phase in ("medium0", "medium1"):
+        run.save_checkpoint(other / f"{phase}.pt", run.load_checkpoint(folder / f"{phase}.pt"))
+    with pytest.raises(ValueError, match="does not fit this run's perceiver"):
+        run.main(["--config", "smoke", "--out", str(other), "--stage", "1", "--resume", "--override", "n_ctx=5",
+                  "--override", f"perceiver_init_from={json.dumps(str(weights))}", "--override", "perceiver_steps=1"])

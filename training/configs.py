@@ -66,6 +66,11 @@ class TrainConfig:
         inference API replicates a gray plane); ``"replicated"`` replicates, then degrades
         each channel independently (what runs did before this field existed; checkpoints
         without the field are read as ``"replicated"``).
+    microscopy_zoom : float
+        The synthetic microscopy task cuts each region from a field up to this many times
+        its side (log-uniform), so cells appear at the scales of tiles of a large micrograph
+        (see ``data.MicroscopyTask``); 1 draws the field at the region's size (what runs did
+        before this field existed; checkpoints without it are read as 1).
     task_weights : dict
         Relative share of each stage-2 task in the training samples (task name ->
         positive integer; tasks not named get 1). The medium restorers and the perceiver
@@ -95,8 +100,15 @@ class TrainConfig:
         Full open_clip config of a compact CLIP (used when ``clip`` is None).
     n_ctx : int
         Learned context tokens per tier.
-    perceiver_crop : int
-        Side of the synchronised (low, medium, high) crops (resized to the CLIP input).
+    perceiver_crop, perceiver_crop_max : int
+        Side of the synchronised (low, medium, high) crops, resized to the CLIP input. With
+        ``perceiver_crop_max`` each batch draws its side uniformly in [``perceiver_crop``,
+        ``perceiver_crop_max``], as tiles of different sizes reach the CLIP input at
+        inference (``perceive`` tiles 224 px by default), and the held-out accuracy is
+        measured at both ends. None: always ``perceiver_crop`` (runs before this field).
+    perceiver_init_from : str or None
+        Start the prompt learning from a trained perceiver (zoo name or weights file) of the
+        same architecture instead of from scratch (fine-tuning it on this run's data).
     perceiver_steps, perceiver_batch_size, perceiver_lr, perceiver_tower_lr, perceiver_minutes :
         Prompt-learning schedule (batch counts triplets); ``perceiver_tower_lr`` is the
         learning rate of the image tower when it is trained (no pretrained CLIP).
@@ -157,6 +169,7 @@ class TrainConfig:
     data_source: str = "builtin"
     data_root: str | None = None
     gray_sources: str = "plane"
+    microscopy_zoom: float = 3.0
     task_weights: dict[str, int] = field(default_factory=dict)
     noise_sigmas: tuple[float, ...] = ()
     noise_range: tuple[float, float] = (5.0, 55.0)
@@ -179,6 +192,8 @@ class TrainConfig:
     clip_config: dict[str, Any] | None = field(default_factory=_tiny_clip)
     n_ctx: int = 16
     perceiver_crop: int = 112
+    perceiver_crop_max: int | None = 224
+    perceiver_init_from: str | None = None
     perceiver_steps: int = 3000
     perceiver_batch_size: int = 12
     perceiver_lr: float = 2e-3
@@ -242,6 +257,11 @@ class TrainConfig:
             raise ValueError(f"data_source must be 'builtin' or 'folders', got {self.data_source!r}")
         if not self.router_lr_scale > 0:
             raise ValueError(f"router_lr_scale must be positive, got {self.router_lr_scale}")
+        if self.perceiver_crop_max is not None and self.perceiver_crop_max < self.perceiver_crop:
+            raise ValueError(f"perceiver_crop_max must be >= perceiver_crop, got {self.perceiver_crop_max} vs "
+                             f"{self.perceiver_crop}")
+        if not self.microscopy_zoom >= 1:
+            raise ValueError(f"microscopy_zoom must be >= 1, got {self.microscopy_zoom}")
         if self.gray_sources not in ("plane", "replicated"):
             raise ValueError(f"gray_sources must be 'plane' or 'replicated', got {self.gray_sources!r}")
         if self.clock not in ("wall", "process"):
@@ -253,6 +273,12 @@ class TrainConfig:
         """A plain dict (lists instead of tuples) that ``torch.save`` stores safely."""
         return _plain(asdict(self))
 
+    def perceiver_sizes(self) -> tuple[int, ...]:
+        """The perceiver crop sides measured in the held-out accuracy (both ends of the range)."""
+        if self.perceiver_crop_max is None or self.perceiver_crop_max == self.perceiver_crop:
+            return (self.perceiver_crop,)
+        return (self.perceiver_crop, self.perceiver_crop_max)
+
     def stage2_task_weights(self) -> list[int]:
         """The weight of each task of :attr:`tasks`, in order (1 where not named)."""
         return [int(self.task_weights.get(name, 1)) for name in self.tasks]
@@ -261,7 +287,7 @@ class TrainConfig:
 #: Fields added after runs already existed, with the value that describes how those runs were
 #: trained when it differs from today's default (a checkpoint without the field gets this value
 #: when its config is compared, so a resume records the change in its history).
-PREDATING_VALUES: dict[str, Any] = {"gray_sources": "replicated"}
+PREDATING_VALUES: dict[str, Any] = {"gray_sources": "replicated", "microscopy_zoom": 1.0, "perceiver_crop_max": None}
 
 
 def _plain(value: Any) -> Any:
@@ -288,6 +314,7 @@ _PAPER = dict(
     clip="ViT-B-32:openai",
     clip_config=None,
     perceiver_crop=224,
+    perceiver_crop_max=None,
     perceiver_steps=100_000,
     perceiver_batch_size=32,
     perceiver_lr=4e-5,
@@ -331,6 +358,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         },
         n_ctx=4,
         perceiver_crop=32,
+        perceiver_crop_max=48,
         perceiver_steps=6,
         perceiver_batch_size=4,
         perceiver_minutes=None,

@@ -215,17 +215,28 @@ class SynthesizedTask(Task):
 
 @dataclass
 class MicroscopyTask(Task):
-    """Synthetic fluorescence images: image ``index`` is drawn from seed ``(seed, index)``."""
+    """Synthetic fluorescence images: image ``index`` is drawn from seed ``(seed, index)``.
+
+    The generator scales its cells with the image, so an image drawn at the crop size is a
+    whole zoomed-out field. A region is instead a window of a field ``zoom`` times the
+    region's side (``zoom`` log-uniform in [1, ``max_zoom``], fixed per image), as a tile of
+    a large micrograph is: cells up to ``max_zoom`` times larger, empty background too.
+    ``max_zoom=1`` draws the field at the region's size (the runs before v9 did).
+    """
 
     name: str
     count: int
     seed: int
+    max_zoom: float = 1.0
 
     def __len__(self) -> int:
         return self.count
 
     def region(self, index: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        clean = synth_fluorescence((size, size), rng=np.random.default_rng([self.seed, index]))
+        zoom = float(np.exp(np.random.default_rng([self.seed, index, 1]).uniform(0.0, np.log(self.max_zoom))))
+        side = max(size, int(round(size * zoom)))
+        field = synth_fluorescence((side, side), rng=np.random.default_rng([self.seed, index]))
+        clean = field[_random_window(field.shape, size, rng)] if side > size else field
         degraded = degrade_fluorescence(clean, rng=rng)
         return to_float_rgb(degraded), to_float_rgb(clean)
 
@@ -323,7 +334,8 @@ def _builtin_tasks(config: Any, split: str) -> list[Task]:
     for name in config.tasks:
         if name == "microscopy":
             count = 4000 if split == "train" else 256
-            tasks.append(MicroscopyTask(name, count=count, seed=config.seed + (0 if split == "train" else 1_000_003)))
+            tasks.append(MicroscopyTask(name, count=count, seed=config.seed + (0 if split == "train" else 1_000_003),
+                                        max_zoom=config.microscopy_zoom))
         elif name == "noise":
             tasks.append(SynthesizedTask(name, images, _noise_degradation(config.noise_sigmas, config.noise_range),
                                          gray_planes))

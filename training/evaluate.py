@@ -589,7 +589,7 @@ def tier_crops(tasks, mediums, count: int, crop: int, seed: int) -> tuple[torch.
 
 def section_perceiver(perceiver_name: str, stage1: Path, count: int, results: dict[str, Any]) -> str:
     from data import build_tasks
-    from run import load_run, perceiver_accuracy
+    from run import held_out_tiers, load_run, perceiver_accuracy
 
     config, mediums, _perceiver, _restorer = load_run(stage1, with_restorer=False)
     perceiver = load_perceiver(perceiver_name)
@@ -598,36 +598,40 @@ def section_perceiver(perceiver_name: str, stage1: Path, count: int, results: di
     model_metrics = perceiver_accuracy(perceiver, mediums, validation, config, torch.device("cpu"))
     model_seconds = time.perf_counter() - start
     # classical baseline: fitted on training crops, tested on the same held-out crops as the perceiver
-    from data import fixed_samples
-
-    train_images, train_labels, _ = tier_crops(build_tasks(config, "train"), mediums, 4 * count, config.perceiver_crop,
-                                               config.seed + 5)
-    predict = logistic_regression(classical_features(train_images), train_labels)
-    samples = fixed_samples(validation, config.perceiver_eval_crops, config.perceiver_crop, config.seed + 1)
-    low = samples["degraded"]
-    medium = mediums[0](low).float().clamp(0, 1)  # held-out images: as in perceiver_accuracy
-    test_images = torch.cat([low, medium, samples["clean"]])
-    test_labels = np.repeat(np.arange(3), len(low))
-    start = time.perf_counter()
-    predictions = predict(classical_features(test_images))
-    classical_seconds = time.perf_counter() - start
-    correct = predictions == test_labels
-    task_of = np.tile(samples["task"].numpy(), 3)
-    classical = {"accuracy": float(correct.mean())}
+    correct, test_labels, task_of, by_size = [], [], [], {}
+    classical_seconds = 0.0
+    for size in config.perceiver_sizes():
+        train_images, train_labels, _ = tier_crops(build_tasks(config, "train"), mediums, 4 * count, size, config.seed + 5)
+        predict = logistic_regression(classical_features(train_images), train_labels)
+        test_images, labels, tasks = held_out_tiers(validation, mediums, config, size, torch.device("cpu"))
+        start = time.perf_counter()
+        predictions = predict(classical_features(test_images))
+        classical_seconds += time.perf_counter() - start
+        correct.append(predictions == labels.numpy())
+        test_labels.append(labels.numpy())
+        task_of.append(tasks.numpy())
+        by_size[f"accuracy_{size}px"] = float(correct[-1].mean())
+    correct_all, labels_all, tasks_all = np.concatenate(correct), np.concatenate(test_labels), np.concatenate(task_of)
+    classical = {"accuracy": float(correct_all.mean())}
     for label, tier in enumerate(("low", "medium", "high")):
-        classical[f"accuracy_{tier}"] = float(correct[test_labels == label].mean())
+        classical[f"accuracy_{tier}"] = float(correct_all[labels_all == label].mean())
     for index, task in enumerate(validation):
-        classical[f"accuracy_{task.name}"] = float(correct[task_of == index].mean())
+        classical[f"accuracy_{task.name}"] = float(correct_all[tasks_all == index].mean())
+    sizes = config.perceiver_sizes()
+    if len(sizes) > 1:
+        classical.update(by_size)
     results["perceiver"] = {"model": model_metrics, "classical": classical}
-    keys = ["accuracy", "accuracy_low", "accuracy_medium", "accuracy_high"] + [f"accuracy_{t.name}" for t in validation]
+    keys = (["accuracy"] + [f"accuracy_{size}px" for size in sizes if len(sizes) > 1]
+            + ["accuracy_low", "accuracy_medium", "accuracy_high"] + [f"accuracy_{t.name}" for t in validation])
     lines = ["| | " + " | ".join(k.replace("accuracy_", "") if k != "accuracy" else "all" for k in keys) + " | ms / crop |",
              "|---|" + "---|" * (len(keys) + 1)]
-    crops = len(test_images)
+    crops = len(labels_all)
     for name, metrics, seconds in ((f"perceiver `{perceiver_name}`", model_metrics, model_seconds),
                                    ("classical statistics + logistic regression", classical, classical_seconds)):
         lines.append(f"| {name} | " + " | ".join(f"{100 * metrics[k]:.1f}" for k in keys) + f" | {1000 * seconds / crops:.1f} |")
+    size_text = " and ".join(f"{size}px" for size in sizes)
     return (f"### Quality perceiver: three-tier accuracy (%) on {crops} held-out crops "
-            f"({config.perceiver_crop}px; chance 33.3%)\n\n" + "\n".join(lines))
+            f"({size_text}; chance 33.3%)\n\n" + "\n".join(lines))
 
 
 # =========================================================================================

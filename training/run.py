@@ -687,25 +687,58 @@ def render_medium(mediums: list[Restorer], degraded: torch.Tensor, folds: torch.
 def perceiver_accuracy(perceiver: QualityPerceiver, mediums: list[Restorer], validation_tasks, config: TrainConfig,
                        device: torch.device) -> dict[str, float]:
     """Three-tier accuracy on held-out crops (held-out images: neither medium model saw them)."""
-    samples = fixed_samples(validation_tasks, config.perceiver_eval_crops, config.perceiver_crop, config.seed + 1)
-    degraded, clean = samples["degraded"].to(device), samples["clean"].to(device)
-    medium = mediums[0](degraded).float().clamp(0, 1)
     was_training = perceiver.training
     perceiver.eval()
-    result: dict[str, float] = {}
-    correct_all = []
-    for label, (tier, images) in enumerate(zip(TIERS, (degraded, medium, clean))):
+    correct, labels, tasks = [], [], []
+    by_size: dict[str, float] = {}
+    for size in config.perceiver_sizes():
+        images, size_labels, size_tasks = held_out_tiers(validation_tasks, mediums, config, size, device)
         predictions = torch.cat([perceiver(perceiver.prepare(chunk)).argmax(-1) for chunk in images.split(64)])
-        correct = (predictions == label).float()
-        result[f"accuracy_{tier}"] = correct.mean().item()
-        correct_all.append(correct)
-    everything = torch.cat(correct_all)
-    result["accuracy"] = everything.mean().item()
-    for index, task in enumerate(validation_tasks):
-        mask = (samples["task"] == index).to(device).repeat(3)
-        result[f"accuracy_{task.name}"] = everything[mask].mean().item()
+        correct.append((predictions.cpu() == size_labels).float())
+        labels.append(size_labels)
+        tasks.append(size_tasks)
+        by_size[f"accuracy_{size}px"] = correct[-1].mean().item()
     perceiver.train(was_training)
+    everything, label, task = torch.cat(correct), torch.cat(labels), torch.cat(tasks)
+    result = {"accuracy": everything.mean().item()}
+    for index, tier in enumerate(TIERS):
+        result[f"accuracy_{tier}"] = everything[label == index].mean().item()
+    for index, validation_task in enumerate(validation_tasks):
+        result[f"accuracy_{validation_task.name}"] = everything[task == index].mean().item()
+    if len(by_size) > 1:
+        result.update(by_size)
     return result
+
+
+@torch.no_grad()
+def held_out_tiers(validation_tasks, mediums: list[Restorer], config: TrainConfig, size: int,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Held-out (low, medium, high) crops of side ``size`` stacked, with their tier and task indices.
+
+    The medium tier is rendered by the first medium model: the held-out images are in neither fold.
+    """
+    samples = fixed_samples(validation_tasks, config.perceiver_eval_crops, size, config.seed + 1)
+    degraded, clean = samples["degraded"].to(device), samples["clean"].to(device)
+    medium = mediums[0](degraded).float().clamp(0, 1)
+    labels = torch.arange(len(TIERS)).repeat_interleave(len(degraded))
+    return torch.cat([degraded, medium, clean]), labels, samples["task"].repeat(len(TIERS))
+
+
+def synchronised_window(largest: int, smallest: int, rng: np.random.Generator) -> tuple[slice, ...]:
+    """The same random square window, of side in [smallest, largest], of every crop of a batch (N, C, largest, largest)."""
+    side = int(rng.integers(smallest, largest + 1))
+    top, left = (int(v) for v in rng.integers(0, largest - side + 1, size=2))
+    return (slice(None), slice(None), slice(top, top + side), slice(left, left + side))
+
+
+def initialise_perceiver(perceiver: QualityPerceiver, source: str) -> None:
+    """Copy a trained perceiver's weights (zoo name or file) into ``perceiver``; it must have the same architecture."""
+    trained = zoo.load_perceiver(source)
+    try:
+        perceiver.load_state_dict(trained.state_dict())
+    except RuntimeError as error:
+        raise ValueError(f"perceiver_init_from: '{source}' does not fit this run's perceiver (clip_config, n_ctx): "
+                         f"{str(error).splitlines()[0]}") from None
 
 
 def train_perceiver(config: TrainConfig, mediums: list[Restorer], tasks, validation_tasks, run_folder: Path,
@@ -714,6 +747,10 @@ def train_perceiver(config: TrainConfig, mediums: list[Restorer], tasks, validat
     pretrained = config.clip is not None
     # a finished phase is rebuilt from its checkpoint: no need to fetch CLIP weights again
     perceiver = build_perceiver(config, pretrained=pretrained and not (path.exists() and load_checkpoint(path)["done"]))
+    if config.perceiver_init_from and not path.exists():
+        initialise_perceiver(perceiver, config.perceiver_init_from)
+        if runtime.main:
+            print(f"[perceiver] initialised from {config.perceiver_init_from}", flush=True)
     perceiver = perceiver.to(runtime.device)
     perceiver.lock_text()
     groups: list[tuple[list[nn.Parameter], float]] = [([perceiver.ctx], config.perceiver_lr)]
@@ -724,12 +761,15 @@ def train_perceiver(config: TrainConfig, mediums: list[Restorer], tasks, validat
         groups.append((list(perceiver.clip.visual.parameters()) + [perceiver.clip.logit_scale], config.perceiver_tower_lr))
     trained = wrap_for_training(perceiver, runtime)
     optimizer = optimizer_for(groups, config.weight_decay)
-    dataset = TaskBalancedDataset(tasks, config.perceiver_crop, config.perceiver_crop, config.epoch_size, config.seed)
+    largest = config.perceiver_crop_max or config.perceiver_crop
+    dataset = TaskBalancedDataset(tasks, largest, largest, config.epoch_size, config.seed)
     labels = torch.arange(len(TIERS), device=runtime.device).repeat_interleave(config.perceiver_batch_size)
+    sides = np.random.default_rng([config.seed, 11])  # the crop side and place of each batch
 
     def step_function(batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        low = batch["degraded"].to(runtime.device, non_blocking=True)
-        high = batch["clean"].to(runtime.device, non_blocking=True)
+        window = synchronised_window(largest, config.perceiver_crop, sides)
+        low = batch["degraded"][window].to(runtime.device, non_blocking=True)
+        high = batch["clean"][window].to(runtime.device, non_blocking=True)
         medium = render_medium(mediums, low, batch["fold"].to(runtime.device))
         pixels = perceiver.prepare(torch.cat([low, medium, high]))
         with autocast(runtime):

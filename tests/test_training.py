@@ -233,8 +233,9 @@ def test_ship_writes_registered_weights_with_model_cards(smoke_run, tmp_path, mo
     other.mkdir()
     for phase in ("medium0", "medium1", "perceiver"):
         state = run.load_checkpoint(folder / f"{phase}.pt")
-        if phase == "perceiver":
+        if phase == "perceiver":  # as if fine-tuned there with other crop sizes
             state["step"] = 99
+            state["config"] = dict(state["config"], perceiver_crop_max=40, perceiver_init_from="smoke-perceiver.v1")
         run.save_checkpoint(other / f"{phase}.pt", state)
     run.main(["--out", str(folder), "--ship", "--restorer-name", "smoke-restorer.v9", "--perceiver-name",
               "smoke-perceiver.v9", "--perceiver-from", str(other)])
@@ -242,6 +243,8 @@ def test_ship_writes_registered_weights_with_model_cards(smoke_run, tmp_path, mo
     assert {"smoke-restorer.v9", "smoke-perceiver.v9", zoo.DEFAULT_RESTORER} <= set(table)
     card = json.loads((tmp_path / "weights" / "smoke-perceiver.v9.json").read_text())
     assert card["steps"] == 99 and card["trained_in"] == str(other)
+    assert card["config"]["perceiver_crop_max"] == 40  # the perceiver's own settings, not the restorer run's
+    assert "fine-tuned from smoke-perceiver.v1" in card["training"] and "crops of 32 to 40 px" in card["training"]
     restorer_card = json.loads((tmp_path / "weights" / "smoke-restorer.v9.json").read_text())
     assert "(6 steps)" in restorer_card["perceiver_in_training"]
     with pytest.raises(SystemExit, match="--perceiver-from"):

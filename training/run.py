@@ -1006,18 +1006,23 @@ def ship(config: TrainConfig, run_folder: Path, restorer: Restorer, perceiver: Q
     # perceiver (float16: a few MB)
     if ship_perceiver:
         perceiver_path = zoo.WEIGHTS_DIR / f"{perceiver_name}.safetensors"
+        trained_with = config_from_dict(stored_config(shipped_perceiver_state))  # its own run's settings
+        sides = f"{trained_with.perceiver_crop}" + (f" to {trained_with.perceiver_crop_max}"
+                                                    if len(trained_with.perceiver_sizes()) > 1 else "")
+        start = (f"fine-tuned from {trained_with.perceiver_init_from}; " if trained_with.perceiver_init_from else "")
         card = dict(common, name=perceiver_name, kind="perceiver", stored_dtype="float16",
-                    tasks=stored_config(shipped_perceiver_state)["tasks"],
+                    config=trained_with.to_dict(), tasks=list(trained_with.tasks),
                     steps=int(shipped_perceiver_state["step"]),
                     wall_time_minutes=round(float(shipped_perceiver_state["seconds"]) / 60, 1),
                     trained_in=str(perceiver_folder),
-                    training=("CoOp prompts (16 tokens per tier) on a compact open_clip CLIP; no pretrained CLIP is "
-                              "available offline, so the image tower and the logit scale were trained from scratch "
+                    training=(start + "CoOp prompts (16 tokens per tier) on a compact open_clip CLIP; no pretrained CLIP "
+                              "is available offline, so the image tower and the logit scale were trained from scratch "
                               "together with the prompts (text tower frozen at its random initialisation). Tiers: "
                               "low = degraded crop, medium = cross-fitted medium restorer output, high = clean crop; "
-                              f"{config.perceiver_crop}x{config.perceiver_crop} synchronised crops resized to the CLIP "
-                              "input (224)." if config.clip is None else
-                              f"CoOp prompts on frozen CLIP {config.clip}"),
+                              f"synchronised square crops of {sides} px resized to the CLIP input (224); synthetic "
+                              f"microscopy regions are windows of fields up to {trained_with.microscopy_zoom:g} times "
+                              "their side." if trained_with.clip is None else
+                              start + f"CoOp prompts on frozen CLIP {trained_with.clip}"),
                     metrics={"held_out_three_tier_accuracy": {k: round(v, 4) for k, v in perceiver_metrics.items()},
                              "held_out_data": "32 held-out CBSD432 images and held-out synthetic microscopy seeds"})
         perceiver_sha = zoo.save_weights(perceiver, perceiver_path, card=card, dtype=torch.float16)

@@ -390,6 +390,30 @@ def test_perceive_grid_and_summary(tiny_perceiver) -> None:
     assert quality.to_dict()["tiers"] == ["low", "medium", "high"]
 
 
+def test_perceive_tiles_with_the_side_the_perceiver_was_trained_to_rate(tiny_perceiver, tmp_path) -> None:
+    from dataclasses import replace
+
+    from perceive_ir import load_perceiver
+    from perceive_ir.models import PerceiverConfig, QualityPerceiver
+    from perceive_ir.zoo import save_weights
+
+    image = np.random.default_rng(22).random((150, 100)).astype(np.float32)
+    assert tiny_perceiver.config.tile_size == 224  # files from before the field: the CLIP input
+    assert perceive(image, model=tiny_perceiver, device="cpu").tile_size == 224
+    trained_at_48 = QualityPerceiver(replace(tiny_perceiver.config, tile_size=48))
+    trained_at_48.load_state_dict(tiny_perceiver.state_dict())
+    save_weights(trained_at_48, tmp_path / "p48.safetensors")
+    reloaded = load_perceiver(tmp_path / "p48.safetensors")
+    assert reloaded.config.tile_size == 48  # kept in the weights file
+    quality = perceive(image, model=reloaded, device="cpu")
+    assert quality.tile_size == 48 and quality.probabilities.shape == (4, 3, 3)
+    np.testing.assert_allclose(quality.probabilities, perceive(image, model=tiny_perceiver, tile_size=48,
+                                                               device="cpu").probabilities, atol=1e-6)
+    assert perceive(image, model=reloaded, tile_size=64, device="cpu").probabilities.shape == (3, 2, 3)
+    with pytest.raises(ValueError, match="tile_size must be >= 16"):
+        PerceiverConfig(tile_size=8)
+
+
 def test_perceive_stack_and_rgb(tiny_perceiver) -> None:
     rng = np.random.default_rng(20)
     stack = rng.random((2, 70, 70)).astype(np.float32)

@@ -424,6 +424,19 @@ def test_heatmap_lines_up_with_the_image(quality_widget, qtbot, notifications):
     np.testing.assert_allclose(grid.data_to_world((-0.5, -0.5)), odd.data_to_world((-0.5, -0.5)))
 
 
+def test_heatmap_tile_size_zero_uses_the_perceivers_own(make_napari_viewer, perceiver_file, qtbot, notifications):
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, QUALITY_WIDGET)
+    assert widget.tile_size.value == 0  # the default: the side the perceiver was trained to rate
+    widget.model.set_model(perceiver_file)
+    widget.device.value = "cpu"
+    layer = viewer.add_image(np.random.default_rng(3).integers(0, 255, (300, 250), dtype=np.uint8), name="photo")
+    widget.start(layer)
+    _wait(qtbot, widget)
+    assert not notifications["error"] and not notifications["unexpected"]
+    assert widget.quality_maps[0].tile_size == 224 and widget.quality_maps[0].tiers.shape == (2, 2)
+
+
 def test_heatmap_of_a_stack_and_of_an_rgb_layer(quality_widget, qtbot, notifications):
     viewer, widget = quality_widget
     rng = np.random.default_rng(5)

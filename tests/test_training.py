@@ -581,10 +581,14 @@ def test_perceiver_is_measured_at_both_crop_sizes_and_can_be_fine_tuned(smoke_ru
     _config, _mediums, perceiver, _restorer = run.load_run(folder, with_restorer=False)
     weights = tmp_path / "smoke-perceiver.safetensors"
     zoo.save_weights(perceiver, weights)
+    assert perceiver.config.tile_size == 48  # it rates tiles of its largest training crop by default
     report = evaluate.section_perceiver(str(weights), folder, 1, results := {})
-    assert "held-out crops (32px and 48px" in report and "classical statistics" in report
-    assert results["perceiver"]["model"] == pytest.approx(metrics)  # the same crops as training's measurement
-    assert set(results["perceiver"]["classical"]) == set(metrics)
+    # the training crops and the CLIP input (64 px for the smoke CLIP)
+    assert "held-out crops (32px, 48px and 64px" in report and "classical statistics" in report
+    model = results["perceiver"]["model"]
+    for size in ("32px", "48px"):  # the same crops as training's measurement
+        assert model[f"accuracy_{size}"] == pytest.approx(metrics[f"accuracy_{size}"])
+    assert "accuracy_64px" in model and set(results["perceiver"]["classical"]) == set(model)
     # fine-tuning: stage 1 of a new folder starts from the given perceiver
     tuned = tmp_path / "tuned"
     tuned.mkdir()

@@ -594,13 +594,15 @@ def section_perceiver(perceiver_name: str, stage1: Path, count: int, results: di
     config, mediums, _perceiver, _restorer = load_run(stage1, with_restorer=False)
     perceiver = load_perceiver(perceiver_name)
     validation = build_tasks(config, "validation")
+    # the training crops, the tile side the perceiver rates by default, and the CLIP input
+    sizes = sorted({*config.perceiver_sizes(), perceiver.config.tile_size, perceiver.image_size})
     start = time.perf_counter()
-    model_metrics = perceiver_accuracy(perceiver, mediums, validation, config, torch.device("cpu"))
+    model_metrics = perceiver_accuracy(perceiver, mediums, validation, config, torch.device("cpu"), sizes)
     model_seconds = time.perf_counter() - start
     # classical baseline: fitted on training crops, tested on the same held-out crops as the perceiver
     correct, test_labels, task_of, by_size = [], [], [], {}
     classical_seconds = 0.0
-    for size in config.perceiver_sizes():
+    for size in sizes:
         train_images, train_labels, _ = tier_crops(build_tasks(config, "train"), mediums, 4 * count, size, config.seed + 5)
         predict = logistic_regression(classical_features(train_images), train_labels)
         test_images, labels, tasks = held_out_tiers(validation, mediums, config, size, torch.device("cpu"))
@@ -617,7 +619,6 @@ def section_perceiver(perceiver_name: str, stage1: Path, count: int, results: di
         classical[f"accuracy_{tier}"] = float(correct_all[labels_all == label].mean())
     for index, task in enumerate(validation):
         classical[f"accuracy_{task.name}"] = float(correct_all[tasks_all == index].mean())
-    sizes = config.perceiver_sizes()
     if len(sizes) > 1:
         classical.update(by_size)
     results["perceiver"] = {"model": model_metrics, "classical": classical}
@@ -629,7 +630,7 @@ def section_perceiver(perceiver_name: str, stage1: Path, count: int, results: di
     for name, metrics, seconds in ((f"perceiver `{perceiver_name}`", model_metrics, model_seconds),
                                    ("classical statistics + logistic regression", classical, classical_seconds)):
         lines.append(f"| {name} | " + " | ".join(f"{100 * metrics[k]:.1f}" for k in keys) + f" | {1000 * seconds / crops:.1f} |")
-    size_text = " and ".join(f"{size}px" for size in sizes)
+    size_text = " and ".join(filter(None, [", ".join(f"{size}px" for size in sizes[:-1]), f"{sizes[-1]}px"]))
     return (f"### Quality perceiver: three-tier accuracy (%) on {crops} held-out crops "
             f"({size_text}; chance 33.3%)\n\n" + "\n".join(lines))
 

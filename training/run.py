@@ -41,7 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -228,7 +228,8 @@ def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], optiona
 def load_perceiver_checkpoint(run_folder: Path, device: torch.device | str = "cpu") -> tuple[QualityPerceiver, dict[str, Any]]:
     """The locked perceiver of a run folder and its checkpoint (config, step, seconds, metrics)."""
     state = load_checkpoint(Path(run_folder) / "perceiver.pt")
-    perceiver = build_perceiver(config_from_dict(dict(state["config"])), pretrained=False)
+    # the fields its run predates read as that run behaved (e.g. the crops it was trained on: its tile size)
+    perceiver = build_perceiver(config_from_dict(stored_config(state)), pretrained=False)
     load_module_state(perceiver, state["models"]["model"])  # float16 resume checkpoints are cast on copy
     return perceiver.to(device).lock(), state
 
@@ -333,9 +334,11 @@ def medium_config(config: TrainConfig) -> RestorerConfig:
 
 
 def perceiver_config(config: TrainConfig) -> PerceiverConfig:
+    """The perceiver's architecture, and the tile side it learns to rate (its largest training crop)."""
+    tile_size = config.perceiver_crop_max or config.perceiver_crop
     if config.clip is None:
-        return PerceiverConfig(clip_config=config.clip_config, n_ctx=config.n_ctx)
-    return PerceiverConfig(clip_model=config.clip_model, clip_config=None, n_ctx=config.n_ctx)
+        return PerceiverConfig(clip_config=config.clip_config, n_ctx=config.n_ctx, tile_size=tile_size)
+    return PerceiverConfig(clip_model=config.clip_model, clip_config=None, n_ctx=config.n_ctx, tile_size=tile_size)
 
 
 def build_perceiver(config: TrainConfig, pretrained: bool) -> QualityPerceiver:
@@ -685,13 +688,14 @@ def render_medium(mediums: list[Restorer], degraded: torch.Tensor, folds: torch.
 # =========================================================================================
 @torch.no_grad()
 def perceiver_accuracy(perceiver: QualityPerceiver, mediums: list[Restorer], validation_tasks, config: TrainConfig,
-                       device: torch.device) -> dict[str, float]:
-    """Three-tier accuracy on held-out crops (held-out images: neither medium model saw them)."""
+                       device: torch.device, sizes: Sequence[int] | None = None) -> dict[str, float]:
+    """Three-tier accuracy on held-out crops (held-out images: neither medium model saw them), at
+    each crop side of ``sizes`` (default: ``config.perceiver_sizes()``), and pooled."""
     was_training = perceiver.training
     perceiver.eval()
     correct, labels, tasks = [], [], []
     by_size: dict[str, float] = {}
-    for size in config.perceiver_sizes():
+    for size in sizes or config.perceiver_sizes():
         images, size_labels, size_tasks = held_out_tiers(validation_tasks, mediums, config, size, device)
         predictions = torch.cat([perceiver(perceiver.prepare(chunk)).argmax(-1) for chunk in images.split(64)])
         correct.append((predictions.cpu() == size_labels).float())

@@ -970,7 +970,7 @@ def perceive(
     *,
     model: str | os.PathLike | QualityPerceiver = "default",
     axes: str | None = None,
-    tile_size: int = 224,
+    tile_size: int | None = None,
     batch_size: int = 16,
     device: str | torch.device = "auto",
     progress: Callable[[int, int], Any] | None = None,
@@ -984,9 +984,11 @@ def perceive(
         As for :func:`restore`; RGB planes are seen in colour, other planes in grayscale.
     model : str, path or QualityPerceiver
         Registered perceiver name, weights file or loaded model.
-    tile_size : int
-        Side of the square cells (224 = the CLIP input of the paper). Each cell is resized
-        to the perceiver's input size.
+    tile_size : int, optional
+        Side of the square cells; each is resized to the perceiver's input size. Default:
+        the side the perceiver was trained to rate (``model.config.tile_size``: 112 for
+        the bundled perceiver, 224 for CLIP ViT-B/32 as in the paper). Other sides show
+        noise and structures to it at another scale, and its verdicts drift.
 
     Returns
     -------
@@ -1002,10 +1004,11 @@ def perceive(
     """
     source, file_axes, _path = _open_input(image)
     _validate_source(source)
-    if tile_size < 16:
+    if tile_size is not None and tile_size < 16:
         raise InputError(f"tile_size must be >= 16, got {tile_size}")
     device = resolve_device(device)
     perceiver = _get_perceiver(model, device)
+    tile_size = tile_size or perceiver.config.tile_size
     layout = _Layout(tuple(int(s) for s in source.shape), _normalise_axes(axes, source.shape, file_axes), 3)
     _check_plane_size(layout)
     scalings = _scalings(source, layout)

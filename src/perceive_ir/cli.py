@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     perceive = sub.add_parser("perceive", parents=[common], help="per-tile quality tiers of an image")
     perceive.add_argument("input", help="input image")
     perceive.add_argument("--model", default="default", help="perceiver name or weights file")
-    perceive.add_argument("--tile-size", type=int, default=224, help="side of the rated squares")
+    perceive.add_argument("--tile-size", type=int, default=None,
+                          help="side of the rated squares (default: the one the perceiver was trained to rate)")
     perceive.add_argument("--json", dest="json_path", default=None, help="write the full report (JSON) here")
     perceive.add_argument("--overwrite", action="store_true", help="replace the JSON report if it exists")
 

@@ -43,6 +43,10 @@ class PerceiverConfig:
         Words whose embeddings initialise the last context token of each tier.
     mean, std : tuple of float
         Image normalisation of the CLIP model.
+    tile_size : int
+        Side in pixels of the image squares the perceiver was trained to rate (its training
+        crops, resized to the CLIP input); ``perceive`` tiles with it by default. A tile of
+        another side shows noise and structures at another scale after the resize.
     """
 
     clip_model: str = "ViT-B-32"
@@ -51,6 +55,7 @@ class PerceiverConfig:
     tier_words: tuple[str, ...] = ("terrible", "mediocre", "excellent")
     mean: tuple[float, ...] = OPENAI_MEAN
     std: tuple[float, ...] = OPENAI_STD
+    tile_size: int = 224
 
     def __post_init__(self) -> None:
         self.tier_words = tuple(self.tier_words)
@@ -60,6 +65,8 @@ class PerceiverConfig:
             raise ValueError(f"tier_words needs {len(TIERS)} words (for {TIERS}), got {list(self.tier_words)}")
         if self.n_ctx < 1:
             raise ValueError(f"n_ctx must be >= 1, got {self.n_ctx}")
+        if self.tile_size < 16:
+            raise ValueError(f"tile_size must be >= 16, got {self.tile_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

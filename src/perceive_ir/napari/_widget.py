@@ -611,7 +611,7 @@ class HeatmapJob:
     downsample: tuple[float, ...] = field(default_factory=tuple)
 
 
-def _perceive_run(jobs: list[HeatmapJob], model_spec: str, device: str, tile_size: int, batch_size: int,
+def _perceive_run(jobs: list[HeatmapJob], model_spec: str, device: str, tile_size: int | None, batch_size: int,
                   relay: _ProgressRelay, cancel: threading.Event) -> list[Any]:
     """Worker body: one :class:`~perceive_ir.api.QualityMap` per job."""
     from .. import api
@@ -650,8 +650,9 @@ class QualityWidget(Container):
         self.compare_layer = ComboBox(label="compare with", choices=self._layer_choices, nullable=False,
                                       tooltip="Second layer for 'Compare' (e.g. the restored one)")
         self.model = ModelChooser("perceiver", label="perceiver")
-        self.tile_size = SpinBox(label="tile size", min=16, max=2048, step=16, value=224,
-                                 tooltip="Side of the rated squares in pixels (224: the perceiver's native input)")
+        self.tile_size = SpinBox(label="tile size", min=0, max=2048, step=16, value=0,
+                                 tooltip="Side of the rated squares in pixels; 0: the side the perceiver was trained "
+                                         "to rate (other sides show it noise and structures at another scale)")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, step=0.05, value=_layers.HEATMAP_OPACITY)
         self.legend = Label(label="tiers", value=_layers.legend_html())
@@ -753,7 +754,7 @@ class QualityWidget(Container):
         self.run_button.enabled = self.compare_button.enabled = False
         self.cancel_button.enabled = True
         self.worker = create_worker(
-            _perceive_run, jobs, model_spec, self.device.value, int(self.tile_size.value), 16, self._relay,
+            _perceive_run, jobs, model_spec, self.device.value, int(self.tile_size.value) or None, 16, self._relay,
             self._cancel,
             _connect={"returned": self._on_result, "errored": self._on_error, "finished": self._on_finished},
         )

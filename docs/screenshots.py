@@ -111,8 +111,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="restorer weights file or zoo name (default: tiny random)")
     parser.add_argument("--perceiver", default=None, help="perceiver weights file or zoo name (default: tiny random)")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for the PNGs (default: docs/)")
-    parser.add_argument("--tile-size", type=int, default=224,
-                        help="heatmap tile size in pixels (224, the widget's default; see benchmarks/perceiver_tiles.py)")
+    parser.add_argument("--tile-size", type=int, default=0,
+                        help="heatmap tile size in pixels (0, the widget's default: the side the perceiver was "
+                             "trained to rate; see benchmarks/perceiver_tiles.py)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--size", type=int, nargs=2, default=(1500, 900), metavar=("WIDTH", "HEIGHT"))
     parser.add_argument("--torch-threads", type=int, default=1,

@@ -583,12 +583,14 @@ def test_perceiver_is_measured_at_both_crop_sizes_and_can_be_fine_tuned(smoke_ru
     zoo.save_weights(perceiver, weights)
     assert perceiver.config.tile_size == 48  # it rates tiles of its largest training crop by default
     report = evaluate.section_perceiver(str(weights), folder, 1, results := {})
-    # the training crops and the CLIP input (64 px for the smoke CLIP)
-    assert "held-out crops (32px, 48px and 64px" in report and "classical statistics" in report
+    # at its tile size, and at its other training crop side and the CLIP input (64 px for the smoke CLIP)
+    assert "held-out crops of its tile size (48px" in report and "classical statistics" in report
+    assert "| all, 32px | all, 64px |" in report
     model = results["perceiver"]["model"]
     for size in ("32px", "48px"):  # the same crops as training's measurement
         assert model[f"accuracy_{size}"] == pytest.approx(metrics[f"accuracy_{size}"])
-    assert "accuracy_64px" in model and set(results["perceiver"]["classical"]) == set(model)
+    assert model["accuracy"] == model["accuracy_48px"] and "accuracy_64px" in model
+    assert set(results["perceiver"]["classical"]) == set(model)
     # fine-tuning: stage 1 of a new folder starts from the given perceiver
     tuned = tmp_path / "tuned"
     tuned.mkdir()

@@ -588,51 +588,52 @@ def tier_crops(tasks, mediums, count: int, crop: int, seed: int) -> tuple[torch.
 
 
 def section_perceiver(perceiver_name: str, stage1: Path, count: int, results: dict[str, Any]) -> str:
+    """Three-tier accuracy of the perceiver and of a classical baseline at the perceiver's tile size
+    (all tiers and tasks), and at the other sides that matter: its training crops and the CLIP input."""
     from data import build_tasks
     from run import held_out_tiers, load_run, perceiver_accuracy
 
     config, mediums, _perceiver, _restorer = load_run(stage1, with_restorer=False)
     perceiver = load_perceiver(perceiver_name)
     validation = build_tasks(config, "validation")
-    # the training crops, the tile side the perceiver rates by default, and the CLIP input
-    sizes = sorted({*config.perceiver_sizes(), perceiver.config.tile_size, perceiver.image_size})
+    tile = perceiver.config.tile_size
+    sizes = sorted({*config.perceiver_sizes(), tile, perceiver.image_size})
+    cpu = torch.device("cpu")
     start = time.perf_counter()
-    model_metrics = perceiver_accuracy(perceiver, mediums, validation, config, torch.device("cpu"), sizes)
+    model_metrics = perceiver_accuracy(perceiver, mediums, validation, config, cpu, [tile])
+    for size in sizes:
+        model_metrics[f"accuracy_{size}px"] = (model_metrics["accuracy"] if size == tile else
+                                               perceiver_accuracy(perceiver, mediums, validation, config, cpu, [size])["accuracy"])
     model_seconds = time.perf_counter() - start
     # classical baseline: fitted on training crops, tested on the same held-out crops as the perceiver
-    correct, test_labels, task_of, by_size = [], [], [], {}
-    classical_seconds = 0.0
+    classical: dict[str, float] = {}
+    classical_seconds, crops = 0.0, 0
     for size in sizes:
         train_images, train_labels, _ = tier_crops(build_tasks(config, "train"), mediums, 4 * count, size, config.seed + 5)
         predict = logistic_regression(classical_features(train_images), train_labels)
-        test_images, labels, tasks = held_out_tiers(validation, mediums, config, size, torch.device("cpu"))
+        test_images, labels, tasks = held_out_tiers(validation, mediums, config, size, cpu)
         start = time.perf_counter()
-        predictions = predict(classical_features(test_images))
+        correct = predict(classical_features(test_images)) == labels.numpy()
         classical_seconds += time.perf_counter() - start
-        correct.append(predictions == labels.numpy())
-        test_labels.append(labels.numpy())
-        task_of.append(tasks.numpy())
-        by_size[f"accuracy_{size}px"] = float(correct[-1].mean())
-    correct_all, labels_all, tasks_all = np.concatenate(correct), np.concatenate(test_labels), np.concatenate(task_of)
-    classical = {"accuracy": float(correct_all.mean())}
-    for label, tier in enumerate(("low", "medium", "high")):
-        classical[f"accuracy_{tier}"] = float(correct_all[labels_all == label].mean())
-    for index, task in enumerate(validation):
-        classical[f"accuracy_{task.name}"] = float(correct_all[tasks_all == index].mean())
-    if len(sizes) > 1:
-        classical.update(by_size)
-    results["perceiver"] = {"model": model_metrics, "classical": classical}
-    keys = (["accuracy"] + [f"accuracy_{size}px" for size in sizes if len(sizes) > 1]
-            + ["accuracy_low", "accuracy_medium", "accuracy_high"] + [f"accuracy_{t.name}" for t in validation])
-    lines = ["| | " + " | ".join(k.replace("accuracy_", "") if k != "accuracy" else "all" for k in keys) + " | ms / crop |",
+        crops += len(correct)
+        classical[f"accuracy_{size}px"] = float(correct.mean())
+        if size == tile:
+            classical["accuracy"] = float(correct.mean())
+            for label, tier in enumerate(("low", "medium", "high")):
+                classical[f"accuracy_{tier}"] = float(correct[labels.numpy() == label].mean())
+            for index, task in enumerate(validation):
+                classical[f"accuracy_{task.name}"] = float(correct[tasks.numpy() == index].mean())
+    results["perceiver"] = {"model": model_metrics, "classical": classical, "tile_size": tile}
+    keys = (["accuracy", "accuracy_low", "accuracy_medium", "accuracy_high"] + [f"accuracy_{t.name}" for t in validation]
+            + [f"accuracy_{size}px" for size in sizes if size != tile])
+    names = {"accuracy": f"all, {tile}px"} | {f"accuracy_{size}px": f"all, {size}px" for size in sizes}
+    lines = ["| | " + " | ".join(names.get(k, k.replace("accuracy_", "")) for k in keys) + " | ms / crop |",
              "|---|" + "---|" * (len(keys) + 1)]
-    crops = len(labels_all)
     for name, metrics, seconds in ((f"perceiver `{perceiver_name}`", model_metrics, model_seconds),
                                    ("classical statistics + logistic regression", classical, classical_seconds)):
         lines.append(f"| {name} | " + " | ".join(f"{100 * metrics[k]:.1f}" for k in keys) + f" | {1000 * seconds / crops:.1f} |")
-    size_text = " and ".join(filter(None, [", ".join(f"{size}px" for size in sizes[:-1]), f"{sizes[-1]}px"]))
-    return (f"### Quality perceiver: three-tier accuracy (%) on {crops} held-out crops "
-            f"({size_text}; chance 33.3%)\n\n" + "\n".join(lines))
+    return (f"### Quality perceiver: three-tier accuracy (%) on held-out crops of its tile size ({tile}px, "
+            f"{crops // len(sizes)} crops; chance 33.3%), and at other sides\n\n" + "\n".join(lines))
 
 
 # =========================================================================================

@@ -397,9 +397,22 @@ def test_perceive_tiles_with_the_side_the_perceiver_was_trained_to_rate(tiny_per
     from perceive_ir.models import PerceiverConfig, QualityPerceiver
     from perceive_ir.zoo import save_weights
 
+    import json
+
+    from safetensors.torch import load_file, safe_open, save_file
+
     image = np.random.default_rng(22).random((150, 100)).astype(np.float32)
-    assert tiny_perceiver.config.tile_size == 224  # files from before the field: the CLIP input
-    assert perceive(image, model=tiny_perceiver, device="cpu").tile_size == 224
+    # a file written before the field (its config has no tile_size) rates 224 px tiles
+    save_weights(tiny_perceiver, tmp_path / "old.safetensors")
+    with safe_open(str(tmp_path / "old.safetensors"), "pt") as handle:
+        metadata = dict(handle.metadata())
+    config = json.loads(metadata["perceive_ir.config"])
+    del config["tile_size"]
+    metadata["perceive_ir.config"] = json.dumps(config)
+    save_file(load_file(str(tmp_path / "old.safetensors")), str(tmp_path / "old.safetensors"), metadata=metadata)
+    old = load_perceiver(tmp_path / "old.safetensors")
+    assert old.config.tile_size == 224
+    assert perceive(image, model=old, device="cpu").tile_size == 224
     trained_at_48 = QualityPerceiver(replace(tiny_perceiver.config, tile_size=48))
     trained_at_48.load_state_dict(tiny_perceiver.state_dict())
     save_weights(trained_at_48, tmp_path / "p48.safetensors")

@@ -424,17 +424,27 @@ def test_heatmap_lines_up_with_the_image(quality_widget, qtbot, notifications):
     np.testing.assert_allclose(grid.data_to_world((-0.5, -0.5)), odd.data_to_world((-0.5, -0.5)))
 
 
-def test_heatmap_tile_size_zero_uses_the_perceivers_own(make_napari_viewer, perceiver_file, qtbot, notifications):
+def test_heatmap_tile_size_zero_uses_the_perceivers_own(make_napari_viewer, tiny_perceiver, tmp_path, qtbot,
+                                                         notifications):
+    from dataclasses import replace
+
+    from perceive_ir.models import QualityPerceiver
+    from perceive_ir.zoo import save_weights
+
+    trained_at_96 = QualityPerceiver(replace(tiny_perceiver.config, tile_size=96))
+    trained_at_96.load_state_dict(tiny_perceiver.state_dict())
+    save_weights(trained_at_96, tmp_path / "p96.safetensors")
     viewer = make_napari_viewer()
     widget = _dock(viewer, QUALITY_WIDGET)
     assert widget.tile_size.value == 0  # the default: the side the perceiver was trained to rate
-    widget.model.set_model(perceiver_file)
+    assert widget.tile_size.native.specialValueText() == "auto (the perceiver's)"  # what Qt shows for 0
+    widget.model.set_model(str(tmp_path / "p96.safetensors"))
     widget.device.value = "cpu"
     layer = viewer.add_image(np.random.default_rng(3).integers(0, 255, (300, 250), dtype=np.uint8), name="photo")
     widget.start(layer)
     _wait(qtbot, widget)
     assert not notifications["error"] and not notifications["unexpected"]
-    assert widget.quality_maps[0].tile_size == 224 and widget.quality_maps[0].tiers.shape == (2, 2)
+    assert widget.quality_maps[0].tile_size == 96 and widget.quality_maps[0].tiers.shape == (4, 3)
 
 
 def test_heatmap_of_a_stack_and_of_an_rgb_layer(quality_widget, qtbot, notifications):

@@ -104,8 +104,9 @@ class TrainConfig:
         Side of the synchronised (low, medium, high) crops, resized to the CLIP input. With
         ``perceiver_crop_max`` each batch draws its side uniformly in [``perceiver_crop``,
         ``perceiver_crop_max``], as tiles of different sizes reach the CLIP input at
-        inference (``perceive`` tiles 224 px by default), and the held-out accuracy is
-        measured at both ends. None: always ``perceiver_crop`` (runs before this field).
+        inference, and the held-out accuracy is measured at both ends. The largest side is
+        the perceiver's ``tile_size`` (what ``perceive`` tiles with by default). None: always
+        ``perceiver_crop`` (runs before this field are read so).
     perceiver_init_from : str or None
         Start the prompt learning from a trained perceiver (zoo name or weights file) of the
         same architecture instead of from scratch (fine-tuning it on this run's data).

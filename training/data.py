@@ -221,13 +221,17 @@ class MicroscopyTask(Task):
     whole zoomed-out field. A region is instead a window of a field ``zoom`` times the
     region's side (``zoom`` log-uniform in [1, ``max_zoom``], fixed per image), as a tile of
     a large micrograph is: cells up to ``max_zoom`` times larger, empty background too.
-    ``max_zoom=1`` draws the field at the region's size (the runs before v9 did).
+    ``max_zoom=1`` draws the field at the region's size (runs before 2026-12-01 did).
     """
 
     name: str
     count: int
     seed: int
     max_zoom: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.max_zoom >= 1:
+            raise ValueError(f"max_zoom must be >= 1, got {self.max_zoom}")
 
     def __len__(self) -> int:
         return self.count

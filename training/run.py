@@ -246,7 +246,7 @@ def load_run(run_folder: Path, device: torch.device | str = "cpu", with_restorer
         if not (run_folder / f"{name}.pt").exists():
             raise FileNotFoundError(f"'{run_folder}' has no {name}.pt: stage 1 has not been run there")
     latest = "restorer" if with_restorer and (run_folder / "restorer.pt").exists() else "perceiver"
-    config = config_from_dict(dict(load_checkpoint(run_folder / f"{latest}.pt")["config"]))
+    config = config_from_dict(stored_config(load_checkpoint(run_folder / f"{latest}.pt")))
     mediums = []
     for fold in (0, 1):
         medium = Restorer(medium_config(config))
@@ -621,9 +621,10 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, stored: dict[str, Any
     """Load the stored moments but keep the configured rates and decay (a resume may change ``lr``)."""
     configured = [{key: group[key] for key in ("base_lr", "weight_decay")} for group in optimizer.param_groups]
     if len(stored["param_groups"]) != len(configured):
+        hint = " (was router_lr_scale changed from or to 1?)" if phase == "restorer" else ""
         raise ValueError(f"{phase}: the checkpoint's optimizer has {len(stored['param_groups'])} parameter group(s), this "
-                         f"config makes {len(configured)} (was router_lr_scale changed from or to 1?); resume with the "
-                         "stored setting, or start a new run folder with init_from")
+                         f"config makes {len(configured)}{hint}; resume with the stored setting, or start a new run "
+                         "folder with init_from")
     optimizer.load_state_dict(stored)
     for group, values in zip(optimizer.param_groups, configured):
         group.update(values)
@@ -1103,7 +1104,8 @@ def resolve(arguments: argparse.Namespace, run_folder: Path) -> TrainConfig:
     if arguments.resume or arguments.ship:
         if not existing:
             raise SystemExit(f"--resume/--ship: no checkpoint in '{run_folder}' (expected one of {[p + '.pt' for p in PHASES]})")
-        stored = dict(load_checkpoint(existing[0])["config"])
+        # fields the run predates read as the run behaved (PREDATING_VALUES), not as today's defaults
+        stored = {**PREDATING_VALUES, **dict(load_checkpoint(existing[0])["config"])}
         stored.update(overrides)
         return config_from_dict(stored)
     if existing:

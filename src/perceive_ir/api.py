@@ -985,10 +985,10 @@ def perceive(
     model : str, path or QualityPerceiver
         Registered perceiver name, weights file or loaded model.
     tile_size : int, optional
-        Side of the square cells; each is resized to the perceiver's input size. Default:
-        the side the perceiver was trained to rate (``model.config.tile_size``: 112 for
-        the bundled perceiver, 224 for CLIP ViT-B/32 as in the paper). Other sides show
-        noise and structures to it at another scale, and its verdicts drift.
+        Side of the square cells; each is resized to the perceiver's input size. Default
+        (None): the side the perceiver was trained to rate (``model.config.tile_size``, its
+        largest training crop; see its model card). Other sides show noise and structures
+        to it at another scale, and its verdicts drift.
 
     Returns
     -------
@@ -1008,7 +1008,7 @@ def perceive(
         raise InputError(f"tile_size must be >= 16, got {tile_size}")
     device = resolve_device(device)
     perceiver = _get_perceiver(model, device)
-    tile_size = tile_size or perceiver.config.tile_size
+    tile_size = perceiver.config.tile_size if tile_size is None else tile_size
     layout = _Layout(tuple(int(s) for s in source.shape), _normalise_axes(axes, source.shape, file_axes), 3)
     _check_plane_size(layout)
     scalings = _scalings(source, layout)

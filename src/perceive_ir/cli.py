@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     perceive.add_argument("input", help="input image")
     perceive.add_argument("--model", default="default", help="perceiver name or weights file")
     perceive.add_argument("--tile-size", type=int, default=None,
-                          help="side of the rated squares (default: the one the perceiver was trained to rate)")
+                          help="side of the rated squares (default or 0: the one the perceiver was trained to rate)")
     perceive.add_argument("--json", dest="json_path", default=None, help="write the full report (JSON) here")
     perceive.add_argument("--overwrite", action="store_true", help="replace the JSON report if it exists")
 
@@ -186,7 +186,7 @@ def _cmd_perceive(args: argparse.Namespace) -> int:
         _check_report_path(args.json_path, args.overwrite)
     bar = _ProgressBar("perceiving", args.quiet)
     try:
-        quality = perceive(args.input, model=args.model, axes=args.axes, tile_size=args.tile_size,
+        quality = perceive(args.input, model=args.model, axes=args.axes, tile_size=args.tile_size or None,
                            batch_size=_batch(args, 16), device=args.device, progress=bar)
     finally:
         bar.close()

@@ -46,7 +46,8 @@ class PerceiverConfig:
     tile_size : int
         Side in pixels of the image squares the perceiver was trained to rate (its training
         crops, resized to the CLIP input); ``perceive`` tiles with it by default. A tile of
-        another side shows noise and structures at another scale after the resize.
+        another side shows noise and structures at another scale after the resize. Files
+        written before the field read as 224 (the CLIP input, ``perceive``'s former default).
     """
 
     clip_model: str = "ViT-B-32"

@@ -791,8 +791,8 @@ def restore(
     ensemble : {1, 2, 4, 8}
         Self-ensemble: restore this many rotated / mirrored copies of every tile and
         average them (:func:`self_ensemble`). Slightly better results for that many times
-        the compute (Set12 sigma 15 / 25 / 50: +0.14 / +0.11 / +0.12 dB with 8 for
-        ``compact-allinone.v8``, ``training/evaluate.py --ensemble 8``).
+        the compute (Set12 sigma 15 / 25 / 50: +0.13 / +0.11 / +0.11 dB with 8 for
+        ``compact-allinone.v9``, ``training/evaluate.py --ensemble 8``).
 
     Returns
     -------

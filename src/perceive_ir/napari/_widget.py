@@ -650,10 +650,9 @@ class QualityWidget(Container):
         self.compare_layer = ComboBox(label="compare with", choices=self._layer_choices, nullable=False,
                                       tooltip="Second layer for 'Compare' (e.g. the restored one)")
         self.model = ModelChooser("perceiver", label="perceiver")
-        self.tile_size = SpinBox(label="tile size", min=0, max=2048, step=16, value=0,
+        self.tile_size = SpinBox(label="tile size (0: auto)", min=0, max=2048, step=16, value=0,
                                  tooltip="Side of the rated squares in pixels; 0: the side the perceiver was trained "
                                          "to rate (other sides show it noise and structures at another scale)")
-        self.tile_size.native.setSpecialValueText("auto (the perceiver's)")  # shown for 0
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, step=0.05, value=_layers.HEATMAP_OPACITY)
         self.legend = Label(label="tiers", value=_layers.legend_html())

@@ -608,8 +608,9 @@ def section_perceiver(perceiver_name: str, stage1: Path, count: int, results: di
     # classical baseline: fitted on training crops, tested on the same held-out crops as the perceiver
     classical: dict[str, float] = {}
     classical_seconds, crops = 0.0, 0
+    training_tasks = build_tasks(config, "train")
     for size in sizes:
-        train_images, train_labels, _ = tier_crops(build_tasks(config, "train"), mediums, 4 * count, size, config.seed + 5)
+        train_images, train_labels, _ = tier_crops(training_tasks, mediums, 4 * count, size, config.seed + 5)
         predict = logistic_regression(classical_features(train_images), train_labels)
         test_images, labels, tasks = held_out_tiers(validation, mediums, config, size, cpu)
         start = time.perf_counter()

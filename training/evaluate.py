@@ -591,7 +591,7 @@ def section_perceiver(perceiver_name: str, stage1: Path, count: int, results: di
     """Three-tier accuracy of the perceiver and of a classical baseline at the perceiver's tile size
     (all tiers and tasks), and at the other sides that matter: its training crops and the CLIP input."""
     from data import build_tasks
-    from run import held_out_tiers, load_run, perceiver_accuracy
+    from run import held_out_tiers, load_run, perceiver_correct, tier_accuracy
 
     config, mediums, _perceiver, _restorer = load_run(stage1, with_restorer=False)
     perceiver = load_perceiver(perceiver_name)
@@ -599,40 +599,40 @@ def section_perceiver(perceiver_name: str, stage1: Path, count: int, results: di
     tile = perceiver.config.tile_size
     sizes = sorted({*config.perceiver_sizes(), tile, perceiver.image_size})
     cpu = torch.device("cpu")
-    start = time.perf_counter()
-    model_metrics = perceiver_accuracy(perceiver, mediums, validation, config, cpu, [tile])
-    for size in sizes:
-        model_metrics[f"accuracy_{size}px"] = (model_metrics["accuracy"] if size == tile else
-                                               perceiver_accuracy(perceiver, mediums, validation, config, cpu, [size])["accuracy"])
-    model_seconds = time.perf_counter() - start
-    # classical baseline: fitted on training crops, tested on the same held-out crops as the perceiver
-    classical: dict[str, float] = {}
-    classical_seconds, crops = 0.0, 0
     training_tasks = build_tasks(config, "train")
+    # both are scored on the same held-out crops; the classical baseline is fitted on training crops
+    hits: dict[str, dict[int, torch.Tensor]] = {"model": {}, "classical": {}}
+    seconds = {"model": 0.0, "classical": 0.0}
+    crops = 0
     for size in sizes:
+        start = time.perf_counter()
+        test_images, labels, tasks = held_out_tiers(validation, mediums, config, size, cpu)
+        hits["model"][size] = perceiver_correct(perceiver, test_images, labels)
+        seconds["model"] += time.perf_counter() - start  # as before: with the crops' synthesis
         train_images, train_labels, _ = tier_crops(training_tasks, mediums, 4 * count, size, config.seed + 5)
         predict = logistic_regression(classical_features(train_images), train_labels)
-        test_images, labels, tasks = held_out_tiers(validation, mediums, config, size, cpu)
         start = time.perf_counter()
-        correct = predict(classical_features(test_images)) == labels.numpy()
-        classical_seconds += time.perf_counter() - start
-        crops += len(correct)
-        classical[f"accuracy_{size}px"] = float(correct.mean())
+        hits["classical"][size] = torch.from_numpy(predict(classical_features(test_images)) == labels.numpy()).float()
+        seconds["classical"] += time.perf_counter() - start
+        crops += len(labels)
         if size == tile:
-            classical["accuracy"] = float(correct.mean())
-            for label, tier in enumerate(("low", "medium", "high")):
-                classical[f"accuracy_{tier}"] = float(correct[labels.numpy() == label].mean())
-            for index, task in enumerate(validation):
-                classical[f"accuracy_{task.name}"] = float(correct[tasks.numpy() == index].mean())
-    results["perceiver"] = {"model": model_metrics, "classical": classical, "tile_size": tile}
+            tile_labels, tile_tasks = labels, tasks
+
+    def metrics(kind: str) -> dict[str, float]:
+        values = tier_accuracy(hits[kind][tile], tile_labels, tile_tasks, validation)
+        values.update({f"accuracy_{size}px": hits[kind][size].mean().item() for size in sizes})
+        return values
+
+    scores = {kind: metrics(kind) for kind in hits}
+    results["perceiver"] = {**scores, "tile_size": tile}
     keys = (["accuracy", "accuracy_low", "accuracy_medium", "accuracy_high"] + [f"accuracy_{t.name}" for t in validation]
             + [f"accuracy_{size}px" for size in sizes if size != tile])
     names = {"accuracy": f"all, {tile}px"} | {f"accuracy_{size}px": f"all, {size}px" for size in sizes}
     lines = ["| | " + " | ".join(names.get(k, k.replace("accuracy_", "")) for k in keys) + " | ms / crop |",
              "|---|" + "---|" * (len(keys) + 1)]
-    for name, metrics, seconds in ((f"perceiver `{perceiver_name}`", model_metrics, model_seconds),
-                                   ("classical statistics + logistic regression", classical, classical_seconds)):
-        lines.append(f"| {name} | " + " | ".join(f"{100 * metrics[k]:.1f}" for k in keys) + f" | {1000 * seconds / crops:.1f} |")
+    for kind, name in (("model", f"perceiver `{perceiver_name}`"), ("classical", "classical statistics + logistic regression")):
+        lines.append(f"| {name} | " + " | ".join(f"{100 * scores[kind][k]:.1f}" for k in keys)
+                     + f" | {1000 * seconds[kind] / crops:.1f} |")
     return (f"### Quality perceiver: three-tier accuracy (%) on held-out crops of its tile size ({tile}px, "
             f"{crops // len(sizes)} crops; chance 33.3%), and at other sides\n\n" + "\n".join(lines))
 

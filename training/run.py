@@ -335,7 +335,7 @@ def medium_config(config: TrainConfig) -> RestorerConfig:
 
 def perceiver_config(config: TrainConfig) -> PerceiverConfig:
     """The perceiver's architecture, and the tile side it learns to rate (its largest training crop)."""
-    tile_size = config.perceiver_crop_max or config.perceiver_crop
+    tile_size = max(config.perceiver_sizes())
     if config.clip is None:
         return PerceiverConfig(clip_config=config.clip_config, n_ctx=config.n_ctx, tile_size=tile_size)
     return PerceiverConfig(clip_model=config.clip_model, clip_config=None, n_ctx=config.n_ctx, tile_size=tile_size)
@@ -692,26 +692,35 @@ def perceiver_accuracy(perceiver: QualityPerceiver, mediums: list[Restorer], val
                        device: torch.device, sizes: Sequence[int] | None = None) -> dict[str, float]:
     """Three-tier accuracy on held-out crops (held-out images: neither medium model saw them), at
     each crop side of ``sizes`` (default: ``config.perceiver_sizes()``), and pooled."""
-    was_training = perceiver.training
-    perceiver.eval()
-    correct, labels, tasks = [], [], []
-    by_size: dict[str, float] = {}
+    correct, labels, tasks = {}, [], []
     for size in sizes or config.perceiver_sizes():
         images, size_labels, size_tasks = held_out_tiers(validation_tasks, mediums, config, size, device)
-        predictions = torch.cat([perceiver(perceiver.prepare(chunk)).argmax(-1) for chunk in images.split(64)])
-        correct.append((predictions.cpu() == size_labels).float())
+        correct[size] = perceiver_correct(perceiver, images, size_labels)
         labels.append(size_labels)
         tasks.append(size_tasks)
-        by_size[f"accuracy_{size}px"] = correct[-1].mean().item()
+    result = tier_accuracy(torch.cat(list(correct.values())), torch.cat(labels), torch.cat(tasks), validation_tasks)
+    if len(correct) > 1:
+        result.update({f"accuracy_{size}px": hits.mean().item() for size, hits in correct.items()})
+    return result
+
+
+@torch.no_grad()
+def perceiver_correct(perceiver: QualityPerceiver, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """1.0 where the perceiver (in eval mode) gives an image its tier ``labels``, else 0.0 (on the CPU)."""
+    was_training = perceiver.training
+    perceiver.eval()
+    predictions = torch.cat([perceiver(perceiver.prepare(chunk)).argmax(-1) for chunk in images.split(64)])
     perceiver.train(was_training)
-    everything, label, task = torch.cat(correct), torch.cat(labels), torch.cat(tasks)
-    result = {"accuracy": everything.mean().item()}
+    return (predictions.cpu() == labels).float()
+
+
+def tier_accuracy(correct: torch.Tensor, labels: torch.Tensor, tasks: torch.Tensor, validation_tasks) -> dict[str, float]:
+    """Accuracy in all, per tier and per task, from per-crop hits (1.0 / 0.0) and the crops' tier and task indices."""
+    result = {"accuracy": correct.mean().item()}
     for index, tier in enumerate(TIERS):
-        result[f"accuracy_{tier}"] = everything[label == index].mean().item()
-    for index, validation_task in enumerate(validation_tasks):
-        result[f"accuracy_{validation_task.name}"] = everything[task == index].mean().item()
-    if len(by_size) > 1:
-        result.update(by_size)
+        result[f"accuracy_{tier}"] = correct[labels == index].mean().item()
+    for index, task in enumerate(validation_tasks):
+        result[f"accuracy_{task.name}"] = correct[tasks == index].mean().item()
     return result
 
 
@@ -766,7 +775,7 @@ def train_perceiver(config: TrainConfig, mediums: list[Restorer], tasks, validat
         groups.append((list(perceiver.clip.visual.parameters()) + [perceiver.clip.logit_scale], config.perceiver_tower_lr))
     trained = wrap_for_training(perceiver, runtime)
     optimizer = optimizer_for(groups, config.weight_decay)
-    largest = config.perceiver_crop_max or config.perceiver_crop
+    largest = max(config.perceiver_sizes())
     dataset = TaskBalancedDataset(tasks, largest, largest, config.epoch_size, config.seed)
     labels = torch.arange(len(TIERS), device=runtime.device).repeat_interleave(config.perceiver_batch_size)
     sides = np.random.default_rng([config.seed, 11])  # the crop side and place of each batch
@@ -818,7 +827,8 @@ def restorer_groups(restorer: Restorer, config: TrainConfig) -> list[tuple[list[
     """The restorer's trainable parameters at ``lr``; the router in a group of its own if its rate differs."""
     router = [p for p in restorer.router.parameters() if p.requires_grad] \
         if restorer.router is not None and config.router_lr_scale != 1 else []
-    rest = [p for p in restorer.parameters() if p.requires_grad and all(p is not q for q in router)]
+    in_router = {id(p) for p in router}
+    rest = [p for p in restorer.parameters() if p.requires_grad and id(p) not in in_router]
     return [(rest, config.lr), (router, config.lr * config.router_lr_scale)]
 
 
@@ -1104,8 +1114,7 @@ def resolve(arguments: argparse.Namespace, run_folder: Path) -> TrainConfig:
     if arguments.resume or arguments.ship:
         if not existing:
             raise SystemExit(f"--resume/--ship: no checkpoint in '{run_folder}' (expected one of {[p + '.pt' for p in PHASES]})")
-        # fields the run predates read as the run behaved (PREDATING_VALUES), not as today's defaults
-        stored = {**PREDATING_VALUES, **dict(load_checkpoint(existing[0])["config"])}
+        stored = stored_config(load_checkpoint(existing[0]))  # fields the run predates read as the run behaved
         stored.update(overrides)
         return config_from_dict(stored)
     if existing:

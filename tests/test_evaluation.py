@@ -122,6 +122,21 @@ def test_each_tables_speed_row_counts_only_its_own_rows(scene):
     assert scores.to_dict()["seconds_per_megapixel"]["model"] == pytest.approx(2.0 / megapixels)
 
 
+def test_without_classical_methods_only_cached_ones_are_reported(scene):
+    case = evaluate.Case(scene * 0.5, scene)
+
+    def refuse():
+        raise AssertionError("a classical method ran with classical=False")
+
+    scores = evaluate.Scores(classical=False, cache={"row | TV | 0": [30.0, 0.9, 2.0]})
+    scores.run("row", "perceive-ir (blind)", case, lambda: scene * 0.98)
+    scores.run("row", "TV", case, refuse)  # read from the cache
+    scores.run("row", "BM3D", case, refuse)  # not cached: skipped
+    table = scores.table(["row"], ["perceive-ir (blind)", "TV", "BM3D"])
+    cells = [c.strip() for c in table.splitlines()[2].split("|")[1:-1]]
+    assert cells[1].startswith("**") and cells[2] == "30.00 / 0.900" and cells[3] == ""
+
+
 @pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (Set12, CBSD432)")
 def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, monkeypatch):
     torch.set_num_threads(1)

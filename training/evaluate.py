@@ -34,7 +34,8 @@ Prints markdown tables (and writes ``--json``):
 
 ``--baseline-cache FILE`` keeps the classical methods' scores and times between runs (they
 do not depend on the model under test); the printed times then are those of the run that
-measured them.
+measured them. ``--no-classical`` runs none of them (cells not in the cache stay empty): a
+quick comparison of restorers.
 
 Classical methods with a free parameter are *oracle-tuned*: each image gets the best of a
 small grid scored against its clean reference (an upper bound on what a user tuning by
@@ -102,6 +103,8 @@ class Scores:
     megapixels: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     #: results of the classical methods by "row | method | image index" (see ``--baseline-cache``)
     cache: dict[str, list[float]] = field(default_factory=dict)
+    #: run the classical methods missing from :attr:`cache` (False: leave their cells empty)
+    classical: bool = True
 
     def run(self, row: str, method: str, case: Case, function: Callable[[], np.ndarray]) -> None:
         """Time ``function`` and score its result; a classical method's result is read from
@@ -110,6 +113,8 @@ class Scores:
         classical = not method.startswith("perceive-ir")
         if classical and key in self.cache:
             self._record(row, method, case, *self.cache[key])
+            return
+        if classical and not self.classical:
             return
         result, seconds = timed(function)
         self.add(row, method, result, case, seconds)
@@ -654,6 +659,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),
                         help="restore with this self-ensemble (rotated / mirrored copies averaged)")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("--no-classical", action="store_true",
+                        help="run no classical method: their cells come from --baseline-cache or stay empty "
+                             "(a quick comparison of restorers)")
     parser.add_argument("--baseline-cache", default=None, metavar="FILE",
                         help="read / write the classical methods' scores and times here (they do not depend on the "
                              "model, and BM3D takes most of the run); delete the file to re-measure them")
@@ -681,7 +689,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{torch.get_num_threads()} torch thread(s), load average {os.getloadavg()[0]:.1f} at start; "
               f"{count} image(s) per set\n")
     print(header, flush=True)
-    scores, results, parts = Scores(), {"header": header}, [header]
+    scores, results, parts = Scores(classical=not arguments.no_classical), {"header": header}, [header]
     cache_path = Path(arguments.baseline_cache) if arguments.baseline_cache else None
     if cache_path is not None and cache_path.exists():
         scores.cache = json.loads(cache_path.read_text())

@@ -438,6 +438,9 @@ def test_heatmap_tile_size_zero_uses_the_perceivers_own(make_napari_viewer, tiny
     widget = _dock(viewer, QUALITY_WIDGET)
     assert widget.tile_size.value == 0  # the default: the side the perceiver was trained to rate
     assert widget.tile_size.label == "tile size (0: auto)"
+    widget.tile_size.value = 5  # below restore()'s smallest tile: raised to it, not refused at run time
+    assert widget.tile_size.value == 16
+    widget.tile_size.value = 0
     widget.model.set_model(str(tmp_path / "p96.safetensors"))
     widget.device.value = "cpu"
     layer = viewer.add_image(np.random.default_rng(3).integers(0, 255, (300, 250), dtype=np.uint8), name="photo")

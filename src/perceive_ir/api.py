@@ -74,6 +74,8 @@ __all__ = [
 
 STACK_AXES = "TZQI"
 MIN_SIDE = 4
+#: Smallest tile side restore() and perceive() accept.
+MIN_TILE_SIZE = 16
 PERCENTILES = (0.1, 99.9)
 #: self-ensemble sizes -> the dihedral transforms used, as (quarter turns, mirrored)
 ENSEMBLES: dict[int, tuple[tuple[int, bool], ...]] = {
@@ -671,8 +673,8 @@ def _prepare(image: Any, model: Any, axes: str | None, tile_size: int | None, ti
     _check_plane_size(layout)
     if tile_size is None:
         tile_size = choose_tile_size(device, batch_size or 4)
-    if tile_size < 16:
-        raise InputError(f"tile_size must be >= 16, got {tile_size}")
+    if tile_size < MIN_TILE_SIZE:
+        raise InputError(f"tile_size must be >= {MIN_TILE_SIZE}, got {tile_size}")
     if tile_overlap >= tile_size:
         raise InputError(f"tile_overlap must be smaller than tile_size, got {tile_overlap} vs {tile_size}")
     if out_dtype is None:
@@ -1004,8 +1006,8 @@ def perceive(
     """
     source, file_axes, _path = _open_input(image)
     _validate_source(source)
-    if tile_size is not None and tile_size < 16:
-        raise InputError(f"tile_size must be >= 16, got {tile_size}")
+    if tile_size is not None and tile_size < MIN_TILE_SIZE:
+        raise InputError(f"tile_size must be >= {MIN_TILE_SIZE}, got {tile_size}")
     device = resolve_device(device)
     perceiver = _get_perceiver(model, device)
     tile_size = perceiver.config.tile_size if tile_size is None else tile_size

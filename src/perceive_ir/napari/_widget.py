@@ -679,6 +679,7 @@ class QualityWidget(Container):
         self.compare_button.clicked.connect(lambda *_: self.compare())
         self.cancel_button.clicked.connect(lambda *_: self.cancel())
         self.opacity.changed.connect(self._on_opacity)
+        self.tile_size.changed.connect(self._on_tile_size)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._on_layers_changed)
 
@@ -688,6 +689,13 @@ class QualityWidget(Container):
 
     def _on_layers_changed(self, _event: Any = None) -> None:
         self.reset_choices()
+
+    def _on_tile_size(self, value: int) -> None:
+        # 0 means auto; sides between it and the smallest tile the core accepts are raised to that
+        from ..api import MIN_TILE_SIZE
+
+        if 0 < value < MIN_TILE_SIZE:
+            self.tile_size.value = MIN_TILE_SIZE
 
     def _on_opacity(self, value: float) -> None:
         for layer in self.heatmap_layers:

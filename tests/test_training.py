@@ -108,6 +108,35 @@ def test_dpl_is_zero_at_the_ground_truth_and_grows_away_from_it():
     assert at_truth.item() == pytest.approx(0.0, abs=1e-6) and halfway.item() > 0.05
 
 
+def test_frequency_loss_is_zero_at_the_target_and_does_not_depend_on_the_crop_size():
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 3, 48, 48, generator=generator)
+    assert losses.frequency_l1(clean, clean).item() == 0.0
+    # orthonormal spectrum: white noise of one level costs the same at any crop size
+    error = 0.1 * torch.randn(2, 3, 96, 96, generator=generator)
+    small = losses.frequency_l1(clean[..., :24, :24] + error[..., :24, :24], clean[..., :24, :24])
+    large = losses.frequency_l1(torch.nn.functional.interpolate(clean, 96) + error, torch.nn.functional.interpolate(clean, 96))
+    assert small.item() == pytest.approx(large.item(), rel=0.05)
+    gradient = torch.zeros_like(clean, requires_grad=True)
+    losses.frequency_l1(clean + gradient, clean + 0.05).backward()
+    assert torch.isfinite(gradient.grad).all() and gradient.grad.abs().sum() > 0
+
+
+def test_a_log_written_before_a_column_was_added_is_rewritten_under_the_new_header(tmp_path):
+    old_columns = [c for c in run.LOG_COLUMNS if c != "frequency"]
+    with open(tmp_path / "log.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(old_columns)
+        writer.writerow([{"step": 5, "phase": "restorer", "l1": 0.5, "seconds": 9}.get(c, "") for c in old_columns])
+    log = run.TrainingLog(tmp_path, enabled=True)
+    log.write(step=6, phase="restorer", l1=0.25, frequency=0.125, seconds=10)
+    rows = read_log(tmp_path)
+    assert list(rows[0]) == list(run.LOG_COLUMNS)
+    assert [(r["step"], r["l1"], r["frequency"], r["seconds"]) for r in rows] == [("5", "0.5", "", "9"), ("6", "0.25", "0.125", "10")]
+    log.plot()
+    assert (tmp_path / "log.png").stat().st_size > 1000
+
+
 def test_folder_pairs_are_matched_by_the_fields_naming(tmp_path):
     _write_paper_layout(tmp_path, count=3)
     pairs = data._match_pairs(tmp_path / "Train" / "Derain" / "rainy", tmp_path / "Train" / "Derain" / "gt")
@@ -138,7 +167,7 @@ def test_smoke_run_writes_checkpoints_logs_and_plot(smoke_run):
     rows = read_log(folder)
     assert list(rows[0]) == list(run.LOG_COLUMNS)
     restorer_rows = [r for r in rows if r["phase"] == "restorer"]
-    for column in ("l1", "info_nce", "clip", "dpl", "lr", "seconds"):
+    for column in ("l1", "info_nce", "clip", "dpl", "frequency", "lr", "seconds"):
         assert all(np.isfinite(float(r[column])) for r in restorer_rows), column
     assert any(r["psnr"] for r in restorer_rows)
     assert 0.0 <= result["perceiver_accuracy"]["accuracy"] <= 1.0
@@ -258,7 +287,7 @@ def test_ship_writes_registered_weights_with_model_cards(smoke_run, tmp_path, mo
     table = json.loads((tmp_path / "weights" / "zoo.json").read_text())
     assert table["smoke-perceiver.v9"]["sha256"] == zoo.sha256sum(perceiver_file) and "smoke-restorer.v10" in table
     restorer_card = json.loads((tmp_path / "weights" / "smoke-restorer.v10.json").read_text())
-    assert restorer_card["losses"] == "L1 + 0.1 InfoNCE(CFE, tau 0.1) + 0.05 L_clip(frozen stage-1 perceiver) + 0.1 L_dpl"
+    assert restorer_card["losses"] == "L1 + 0.1 InfoNCE(CFE, tau 0.1) + 0.05 L_clip(frozen stage-1 perceiver) + 0.1 L_dpl + 0.1 L1(FFT)"
     assert restorer_card["training_history"] == []
     assert "--ship" in restorer_card["shipping_command"] and "training_command" not in restorer_card
     with pytest.raises(SystemExit, match="choose one"):
@@ -266,8 +295,10 @@ def test_ship_writes_registered_weights_with_model_cards(smoke_run, tmp_path, mo
 
 
 def test_loss_description_names_the_terms_in_use():
-    config = configs.resolve_config("smoke", clip_weight=0.0, dpl_weight=0.0)
+    config = configs.resolve_config("smoke", clip_weight=0.0, dpl_weight=0.0, frequency_weight=0.0)
     assert run.loss_description(config) == "L1 + 0.1 InfoNCE(CFE, tau 0.1)"
+    config = configs.resolve_config("compact", clip_weight=0.0, dpl_weight=0.0, frequency_weight=1.0)
+    assert run.loss_description(config) == "L1 + 0.1 InfoNCE(CFE, tau 0.1) + L1(FFT)"
     assert run.config_changes({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == {"b": [2, 3], "c": [None, 4]}
 
 

@@ -139,6 +139,9 @@ class TrainConfig:
         gradient passes through the expert kernels, which start at zero, so it learns slowly.
     l1_weight, info_nce_weight, clip_weight, dpl_weight : float
         Loss weights (paper: 1, 0.1, 0.05, 0.1).
+    frequency_weight : float
+        Weight of ``losses.frequency_l1`` (L1 between the output's and the target's
+        spectra; not in the paper, 0: off, as in runs before the field).
     temperature : float
         InfoNCE temperature.
     beta_hard, beta_easy : float
@@ -226,6 +229,7 @@ class TrainConfig:
     info_nce_weight: float = 0.1
     clip_weight: float = 0.05
     dpl_weight: float = 0.1
+    frequency_weight: float = 0.0
     temperature: float = 0.1
     beta_hard: float = 1.25
     beta_easy: float = 0.75
@@ -371,6 +375,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         minutes=None,
         warmup_steps=2,
         beta_every=4,
+        frequency_weight=0.1,
         probe_crops=1,
         checkpoint_minutes=0.0,
         log_every=2,

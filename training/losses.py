@@ -1,6 +1,7 @@
 """Losses of Perceive-IR stage 2 and the feature extractors of the perceptual loss.
 
-``L = L1(R, GT) + 0.1 * InfoNCE + 0.05 * L_clip + 0.1 * L_dpl`` (paper weights):
+``L = L1(R, GT) + 0.1 * InfoNCE + 0.05 * L_clip + 0.1 * L_dpl`` (paper weights), optionally
+``+ w * L_freq``:
 
 - :func:`info_nce`: CFE embeddings; positive = another crop of the same degraded image,
   negatives = batch samples of a different task;
@@ -8,7 +9,10 @@
   stage-1 perceiver;
 - :func:`difficulty_adaptive_perceptual_loss`: contrastive perceptual ratio whose
   negatives are the degraded input (weight 2) and the outputs of proxy restorers
-  (weights ``beta_k``, masked by task).
+  (weights ``beta_k``, masked by task);
+- :func:`frequency_l1`: L1 between the 2-D spectra of output and target (not in the paper;
+  the frequency loss of MIMO-UNet and AdaIR, which pushes against the over-smooth output
+  that pixel L1 alone settles for on blur).
 
 Feature spaces for the perceptual loss: :class:`Vgg16Features` (the paper's, needs VGG16
 weights) and :class:`RandomFeaturePyramid`, a fixed random convolutional pyramid used when
@@ -29,6 +33,7 @@ __all__ = [
     "info_nce",
     "clip_quality_loss",
     "difficulty_adaptive_perceptual_loss",
+    "frequency_l1",
     "RandomFeaturePyramid",
     "Vgg16Features",
     "psnr",
@@ -70,6 +75,19 @@ def clip_quality_loss(perceiver: nn.Module, restored: torch.Tensor) -> torch.Ten
     """
     logits = perceiver(perceiver.prepare(restored))
     return (1.0 - logits.float().softmax(dim=-1)[:, -1]).mean()
+
+
+def frequency_l1(restored: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the real and imaginary parts of the orthonormal 2-D
+    real FFTs of ``restored`` and ``clean`` (N, C, H, W), in float32.
+
+    With ``norm="ortho"`` the spectrum has the image's energy (Parseval): white noise of
+    one level costs the same at every crop size, and the term's gradient is of the
+    order of pixel L1's (the unnormalised FFT of MIMO-UNet and AdaIR is ``sqrt(H * W)``
+    times larger, so their weight 0.1 is about 10 here at 96 px crops).
+    """
+    difference = torch.fft.rfft2(restored.float() - clean.float(), norm="ortho")
+    return torch.view_as_real(difference).abs().mean()
 
 
 def _distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

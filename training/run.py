@@ -58,6 +58,7 @@ from losses import (
     Vgg16Features,
     clip_quality_loss,
     difficulty_adaptive_perceptual_loss,
+    frequency_l1,
     info_nce,
     psnr,
 )
@@ -69,7 +70,9 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 #: Where shipping leaves a small resume checkpoint of a run (weights, step, config).
 RESUME_CHECKPOINTS = REPOSITORY / "training" / "checkpoints"
 PHASES = ("medium0", "medium1", "perceiver", "restorer")
-LOG_COLUMNS = ("step", "stage", "phase", "loss", "l1", "info_nce", "clip", "dpl", "accuracy", "psnr", "lr", "seconds")
+LOG_COLUMNS = ("step", "stage", "phase", "loss", "l1", "info_nce", "clip", "dpl", "frequency", "accuracy", "psnr", "lr",
+               "seconds")
+LOSS_COLUMNS = ("loss", "l1", "info_nce", "clip", "dpl", "frequency")
 
 
 # =========================================================================================
@@ -269,10 +272,25 @@ class TrainingLog:
         self.csv_path = folder / "log.csv"
         self.png_path = folder / "log.png"
         self.enabled = enabled
-        if enabled and not self.csv_path.exists():
+        if not enabled:
+            return
+        if not self.csv_path.exists():
             folder.mkdir(parents=True, exist_ok=True)
             with open(self.csv_path, "w", newline="") as handle:
                 csv.writer(handle).writerow(LOG_COLUMNS)
+            return
+        with open(self.csv_path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = tuple(reader.fieldnames or ())
+        if header != LOG_COLUMNS:
+            # a run logged before a column was added: rewrite its rows under today's header
+            descriptor, temporary = tempfile.mkstemp(dir=folder, suffix=".csv")
+            with os.fdopen(descriptor, "w", newline="") as stream:
+                writer = csv.DictWriter(stream, LOG_COLUMNS, restval="", extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(temporary, self.csv_path)
 
     def write(self, **values: Any) -> None:
         if not self.enabled:
@@ -301,7 +319,7 @@ class TrainingLog:
         figure, axes = plt.subplots(1, len(phases), figsize=(4.5 * len(phases), 3.5), squeeze=False)
         for axis, phase in zip(axes[0], phases):
             phase_rows = [r for r in rows if r["phase"] == phase]
-            for column in ("loss", "l1", "info_nce", "clip", "dpl"):
+            for column in LOSS_COLUMNS:
                 points = [(float(r["step"]), float(r[column])) for r in phase_rows if r[column] not in ("", None)]
                 if points:
                     axis.plot(*zip(*points), label=column)
@@ -895,12 +913,15 @@ def train_restorer(config: TrainConfig, mediums: list[tuple[Restorer, tuple[str,
             quality = clip_quality_loss(perceiver, restored) if config.clip_weight > 0 else zero
             dpl = (difficulty_adaptive_perceptual_loss(features, restored, clean, degraded, proxies, proxy_weights)
                    if config.dpl_weight > 0 else zero)
-        loss = config.l1_weight * l1 + config.info_nce_weight * nce + config.clip_weight * quality + config.dpl_weight * dpl
+            frequency = frequency_l1(restored, clean) if config.frequency_weight > 0 else zero
+        loss = (config.l1_weight * l1 + config.info_nce_weight * nce + config.clip_weight * quality
+                + config.dpl_weight * dpl + config.frequency_weight * frequency)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
-        return {"loss": loss.item(), "l1": l1.item(), "info_nce": nce.item(), "clip": quality.item(), "dpl": dpl.item()}
+        return {"loss": loss.item(), "l1": l1.item(), "info_nce": nce.item(), "clip": quality.item(), "dpl": dpl.item(),
+                "frequency": frequency.item()}
 
     def load_extra(state: dict[str, Any]) -> None:
         # the stored beta is not loaded: measure_beta runs when the phase starts (also after a
@@ -959,7 +980,8 @@ def evaluate_tasks(model: Restorer, validation_tasks, config: TrainConfig, devic
 def loss_description(config: TrainConfig) -> str:
     """The stage-2 loss of ``config`` in words, e.g. ``L1 + 0.1 InfoNCE(CFE, tau 0.1)``."""
     terms = [(config.l1_weight, "L1"), (config.info_nce_weight, f"InfoNCE(CFE, tau {config.temperature:g})"),
-             (config.clip_weight, "L_clip(frozen stage-1 perceiver)"), (config.dpl_weight, "L_dpl")]
+             (config.clip_weight, "L_clip(frozen stage-1 perceiver)"), (config.dpl_weight, "L_dpl"),
+             (config.frequency_weight, "L1(FFT)")]
     return " + ".join(name if weight == 1 else f"{weight:g} {name}" for weight, name in terms if weight)
 
 

@@ -155,8 +155,8 @@ class Scores:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "psnr": {f"{r} | {m}": float(np.mean(v)) for (r, m), v in self.psnr.items()},
-            "ssim": {f"{r} | {m}": float(np.mean(v)) for (r, m), v in self.ssim.items()},
+            "psnr": {f"{r} | {m}": float(np.mean(v)) for (r, m), v in self.psnr.items() if v},
+            "ssim": {f"{r} | {m}": float(np.mean(v)) for (r, m), v in self.ssim.items() if v},
             "seconds_per_megapixel": {m: self.seconds_per_megapixel(m) for m in {m for _, m in self.seconds}},
         }
 

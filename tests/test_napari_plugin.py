@@ -440,6 +440,13 @@ def test_heatmap_tile_size_zero_uses_the_perceivers_own(make_napari_viewer, tiny
     assert widget.tile_size.label == "tile size (0: auto)"
     widget.tile_size.value = 5  # below restore()'s smallest tile: raised to it, not refused at run time
     assert widget.tile_size.value == 16
+    from qtpy.QtCore import Qt
+
+    editor = widget.tile_size.native.lineEdit()  # typed digits are taken together, not "1" first
+    editor.selectAll()
+    qtbot.keyClicks(editor, "112")
+    qtbot.keyClick(editor, Qt.Key.Key_Return)
+    assert widget.tile_size.value == 112
     widget.tile_size.value = 0
     widget.model.set_model(str(tmp_path / "p96.safetensors"))
     widget.device.value = "cpu"

@@ -679,6 +679,9 @@ class QualityWidget(Container):
         self.compare_button.clicked.connect(lambda *_: self.compare())
         self.cancel_button.clicked.connect(lambda *_: self.cancel())
         self.opacity.changed.connect(self._on_opacity)
+        # typed sides are taken when the edit ends (Enter, focus out), not per keystroke: "112"
+        # would otherwise pass through 1, which _on_tile_size raises to 16
+        self.tile_size.native.setKeyboardTracking(False)
         self.tile_size.changed.connect(self._on_tile_size)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._on_layers_changed)

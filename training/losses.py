@@ -81,8 +81,9 @@ def frequency_l1(restored: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference of the real and imaginary parts of the orthonormal 2-D
     real FFTs of ``restored`` and ``clean`` (N, C, H, W), in float32.
 
-    With ``norm="ortho"`` the spectrum has the image's energy (Parseval): white noise of
-    one level costs the same at every crop size, and the term's gradient is of the
+    With ``norm="ortho"`` the transform is unitary (Parseval; ``rfft2`` keeps the half of
+    the conjugate-symmetric spectrum that determines it): white noise of one level costs
+    the same at every crop size, and the term's gradient is of the
     order of pixel L1's (the unnormalised FFT of MIMO-UNet and AdaIR is ``sqrt(H * W)``
     times larger, so their weight 0.1 is about 10 here at 96 px crops).
     """

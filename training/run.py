@@ -36,6 +36,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -286,11 +287,16 @@ class TrainingLog:
         if header != LOG_COLUMNS:
             # a run logged before a column was added: rewrite its rows under today's header
             descriptor, temporary = tempfile.mkstemp(dir=folder, suffix=".csv")
-            with os.fdopen(descriptor, "w", newline="") as stream:
-                writer = csv.DictWriter(stream, LOG_COLUMNS, restval="", extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(rows)
-            os.replace(temporary, self.csv_path)
+            try:
+                with os.fdopen(descriptor, "w", newline="") as stream:
+                    writer = csv.DictWriter(stream, LOG_COLUMNS, restval="", extrasaction="ignore")
+                    writer.writeheader()
+                    writer.writerows(rows)
+                shutil.copymode(self.csv_path, temporary)
+                os.replace(temporary, self.csv_path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
 
     def write(self, **values: Any) -> None:
         if not self.enabled:

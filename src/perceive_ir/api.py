@@ -793,8 +793,8 @@ def restore(
     ensemble : {1, 2, 4, 8}
         Self-ensemble: restore this many rotated / mirrored copies of every tile and
         average them (:func:`self_ensemble`). Slightly better results for that many times
-        the compute (Set12 sigma 15 / 25 / 50: +0.13 / +0.11 / +0.11 dB with 8 for
-        ``compact-allinone.v9``, ``training/evaluate.py --ensemble 8``).
+        the compute (Set12 sigma 15 / 25 / 50: +0.09 / +0.09 / +0.10 dB with 8 for
+        ``compact-allinone.v10``, ``training/evaluate.py --ensemble 8``).
 
     Returns
     -------

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -65,15 +64,15 @@ from losses import (
 )
 
 from perceive_ir import zoo
+from perceive_ir.io import atomic_output
 from perceive_ir.models import PerceiverConfig, QualityPerceiver, Restorer, RestorerConfig, TIERS, build_clip
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 #: Where shipping leaves a small resume checkpoint of a run (weights, step, config).
 RESUME_CHECKPOINTS = REPOSITORY / "training" / "checkpoints"
 PHASES = ("medium0", "medium1", "perceiver", "restorer")
-LOG_COLUMNS = ("step", "stage", "phase", "loss", "l1", "info_nce", "clip", "dpl", "frequency", "accuracy", "psnr", "lr",
-               "seconds")
 LOSS_COLUMNS = ("loss", "l1", "info_nce", "clip", "dpl", "frequency")
+LOG_COLUMNS = ("step", "stage", "phase", *LOSS_COLUMNS, "accuracy", "psnr", "lr", "seconds")
 
 
 # =========================================================================================
@@ -282,21 +281,14 @@ class TrainingLog:
             return
         with open(self.csv_path, newline="") as handle:
             reader = csv.DictReader(handle)
+            if tuple(reader.fieldnames or ()) == LOG_COLUMNS:
+                return
             rows = list(reader)
-            header = tuple(reader.fieldnames or ())
-        if header != LOG_COLUMNS:
-            # a run logged before a column was added: rewrite its rows under today's header
-            descriptor, temporary = tempfile.mkstemp(dir=folder, suffix=".csv")
-            try:
-                with os.fdopen(descriptor, "w", newline="") as stream:
-                    writer = csv.DictWriter(stream, LOG_COLUMNS, restval="", extrasaction="ignore")
-                    writer.writeheader()
-                    writer.writerows(rows)
-                shutil.copymode(self.csv_path, temporary)
-                os.replace(temporary, self.csv_path)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+        # a run logged before a column was added: rewrite its rows under today's header
+        with atomic_output(self.csv_path, overwrite=True) as temporary, open(temporary, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, LOG_COLUMNS, restval="", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
 
     def write(self, **values: Any) -> None:
         if not self.enabled:

@@ -136,6 +136,14 @@ def test_without_classical_methods_only_cached_ones_are_reported(scene):
     cells = [c.strip() for c in table.splitlines()[2].split("|")[1:-1]]
     assert cells[1].startswith("**") and cells[2] == "30.00 / 0.900" and cells[3] == ""
     assert set(scores.to_dict()["psnr"]) == {"row | perceive-ir (blind)", "row | TV"}  # no NaN for BM3D
+    # a cache that holds fewer of the row's images than the model was scored on: the cell says so
+    # and is not the row's best, though its mean is higher
+    scores = evaluate.Scores(classical=False, cache={"row | TV | 0": [60.0, 0.99, 2.0]})
+    for _ in range(2):
+        scores.run("row", "perceive-ir (blind)", case, lambda: scene * 0.98)
+        scores.run("row", "TV", case, refuse)  # "row | TV | 1" is not cached
+    cells = [c.strip() for c in scores.table(["row"], ["perceive-ir (blind)", "TV"]).splitlines()[2].split("|")[1:-1]]
+    assert cells[1].startswith("**") and cells[2] == "60.00 / 0.990 (1 of 2 images)"
 
 
 @pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (Set12, CBSD432)")
@@ -247,3 +255,21 @@ def test_experts_benchmark_reports_each_tasks_routing(capsys, tmp_path):
     save_weights(Restorer(tiny_restorer_config()), plain, card={})
     with pytest.raises(SystemExit, match="no expert kernels"):
         module.main(["--model", str(plain), "--images", "1"])
+
+
+@pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (CBSD432 held-out crops)")
+def test_motion_blur_benchmark_reports_each_kernel_length(restorer_file, capsys):
+    module = load_benchmark("motion_blur")
+    results = module.main(["--model", restorer_file, "--images", "1", "--lengths", "5", "15"])
+    assert set(results) == {5.0, 15.0}
+    # the held-out crop blurred as evaluate.py's motion-blur row blurs it (same seeded angle)
+    clean = evaluate.held_out_crops(1)[0]
+    angle = float(np.random.default_rng([17, 0]).uniform(0.0, 180.0))
+    assert results[5.0]["input"] == pytest.approx(psnr(D.motion_blur(clean, 5.0, angle), clean), abs=1e-4)
+    assert results[15.0]["input"] < results[5.0]["input"]  # a longer kernel loses more
+    for row in results.values():  # the true kernel lets Richardson-Lucy sharpen
+        assert row["richardson_lucy"] > row["input"] + 0.3
+        assert np.isfinite(row["model"]) and np.isfinite(row["output_vs_input"])
+    assert "| 15 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        module.main(["--model", restorer_file, "--lengths"])  # a list option needs a value

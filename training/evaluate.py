@@ -138,14 +138,20 @@ class Scores:
         lines = ["| | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
         for row in rows:
             cells = []
-            best = max((np.mean(self.psnr[row, m]) for m in methods if self.psnr.get((row, m))), default=None)
+            # a method scored on fewer of the row's cases (a cache written by a run over fewer
+            # images, read with --no-classical) is averaged over other images: marked, never best
+            cases = max((len(self.psnr.get((row, m), ())) for m in methods), default=0)
+            complete = [m for m in methods if len(self.psnr.get((row, m), ())) == cases > 0]
+            best = max((np.mean(self.psnr[row, m]) for m in complete), default=None)
             for method in methods:
                 if not self.psnr.get((row, method)):
                     cells.append("")
                     continue
                 p, s = np.mean(self.psnr[row, method]), np.mean(self.ssim[row, method])
                 text = f"{p:.2f} / {s:.3f}"
-                cells.append(f"**{text}**" if method != "input" and p == best else text)
+                if method not in complete:
+                    text += f" ({len(self.psnr[row, method])} of {cases} images)"
+                cells.append(f"**{text}**" if method != "input" and p == best and method in complete else text)
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         rate = {m: self.seconds_per_megapixel(m, rows) for m in methods if m != "input"}
         if any(v is not None for v in rate.values()):

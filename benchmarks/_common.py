@@ -107,20 +107,36 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def held_out_restorer(description: str, argv: list[str] | None = None):
+def held_out_restorer(description: str, argv: list[str] | None = None,
+                      add_arguments: Callable[[Any], None] | None = None):
     """``(arguments, restorer)`` for the held-out quality benchmarks (``color_head.py``,
-    ``experts.py``, ``haze_global_error.py``): ``--model`` (zoo name or weights file),
-    ``--images`` (held-out images per task) and ``--threads``."""
+    ``experts.py``, ``haze_global_error.py``, ``motion_blur.py``): ``--model`` (zoo name or
+    weights file) or ``--run`` (a training run folder), ``--images`` (held-out images per task)
+    and ``--threads``, plus what ``add_arguments(parser)`` adds. ``arguments.source`` names
+    the restorer (the run folder or the model)."""
     import argparse
 
     from perceive_ir.zoo import load_restorer
 
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--model", default="default", help="restorer: zoo name or weights file")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--model", default="default", help="restorer: zoo name or weights file")
+    choice.add_argument("--run", default=None, metavar="FOLDER",
+                        help="the restorer of a training run folder (its restorer.pt) instead of --model")
     parser.add_argument("--images", type=int, default=12, help="held-out images per task")
     parser.add_argument("--threads", type=int, default=None)
+    if add_arguments is not None:
+        add_arguments(parser)
     arguments = parser.parse_args(argv)
+    arguments.source = arguments.run or arguments.model  # what the restorer is, for messages
     set_threads(arguments.threads)
+    if arguments.run is not None:
+        from run import load_run  # training/ is on the held-out benchmarks' path (for evaluate.py)
+
+        restorer = load_run(Path(arguments.run))[3]
+        if restorer is None:
+            raise SystemExit(f"'{arguments.run}' has no stage-2 checkpoint (restorer.pt)")
+        return arguments, restorer
     return arguments, load_restorer(arguments.model)
 
 

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     arguments, model = held_out_restorer(__doc__.splitlines()[0], argv)
     head = model.color
     if head is None:
-        raise SystemExit(f"'{arguments.model}' has no colour head")
+        raise SystemExit(f"'{arguments.source}' has no colour head")
     images = evaluate.held_out_crops(arguments.images)
     results: dict[str, dict[str, float]] = {}
     print("| task | with head | without | mean abs gain | mean abs offset |\n|---|---|---|---|---|")

@@ -64,7 +64,7 @@ def case_sets(images: int) -> list[tuple[str, list[np.ndarray]]]:
 def main(argv: list[str] | None = None) -> dict[str, dict[str, object]]:
     arguments, model = held_out_restorer(__doc__.splitlines()[0], argv)
     if model.router is None:
-        raise SystemExit(f"'{arguments.model}' has no expert kernels (backbone_args experts=0)")
+        raise SystemExit(f"'{arguments.source}' has no expert kernels (backbone_args experts=0)")
     experts = model.router.out_features
     print("| task | " + " | ".join(f"expert {k}" for k in range(experts)) + " | largest | entropy (bits) |")
     print("|---|" + "---|" * (experts + 2))

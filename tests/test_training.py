@@ -409,6 +409,28 @@ def test_load_run_rebuilds_every_model(smoke_run):
     assert not any(p.requires_grad for p in restorer.parameters())
 
 
+@pytest.mark.skipif(not (data.DATASETS_DIR / "cbsd432").is_dir(), reason="needs ../shared/datasets (CBSD432 held-out crops)")
+def test_held_out_benchmarks_read_the_restorer_of_a_run_folder(smoke_run, tmp_path):
+    import importlib.util
+
+    from perceive_ir.zoo import save_weights
+
+    folder, _ = smoke_run
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "motion_blur.py"
+    spec = importlib.util.spec_from_file_location("benchmark_motion_blur", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from_run = module.main(["--run", str(folder), "--images", "1", "--lengths", "5"])
+    exported = tmp_path / "exported.safetensors"
+    save_weights(run.load_run(folder)[3], exported, card={})
+    from_file = module.main(["--model", str(exported), "--images", "1", "--lengths", "5"])
+    assert from_run[5.0] == pytest.approx(from_file[5.0], abs=1e-3)
+    stage1_only = tmp_path / "stage1-only"
+    run.copy_stage1(folder, stage1_only)
+    with pytest.raises(SystemExit, match="no stage-2 checkpoint"):
+        module.main(["--run", str(stage1_only), "--images", "1"])
+
+
 def test_process_clock_is_validated():
     assert configs.resolve_config("smoke", clock="process").clock == "process"
     with pytest.raises(ValueError, match="clock"):
@@ -495,6 +517,35 @@ def test_init_from_grows_a_trained_restorer(smoke_run, tmp_path):
     with pytest.raises(FileNotFoundError, match="no restorer checkpoint"):
         run.main(["--out", str(other), "--resume", "--stage", "2", "--override",
                   f"init_from={json.dumps(str(tmp_path / 'nowhere'))}", "--override", "steps=2"])
+
+
+@needs_datasets
+def test_branch_starts_stage_2_of_a_new_folder_from_a_trained_run(smoke_run, tmp_path):
+    folder, _ = smoke_run
+    source_config = run.stored_config(run.load_checkpoint(folder / "restorer.pt"))
+    branch = tmp_path / "branch"
+    result = run.main(["--out", str(branch), "--branch", str(folder), "--override", "steps=2",
+                       "--override", "frequency_weight=0.5"])
+    assert result["restorer_step"] == 2  # a fresh schedule: step 0 to 2, not the source's 8 continued
+    for phase in ("medium0", "medium1", "perceiver"):  # the source's stage 1, as it was
+        assert (branch / f"{phase}.pt").read_bytes() == (folder / f"{phase}.pt").read_bytes()
+    state = run.load_checkpoint(branch / "restorer.pt")
+    assert state["initialised_from"]["path"] == str(folder / "restorer.pt") and state["initialised_from"]["step"] == 8
+    # the source restorer's config, with only what was asked changed
+    changed = run.config_changes(source_config, run.stored_config(state))
+    assert set(changed) == {"init_from", "steps", "frequency_weight"}
+    assert state["initialised_from"]["changed"] == changed
+    # the branch is continued with --resume; a second --branch into it is refused
+    with pytest.raises(SystemExit, match="already holds a stage-2 checkpoint"):
+        run.main(["--out", str(branch), "--branch", str(folder)])
+    with pytest.raises(SystemExit, match="not with --resume"):
+        run.main(["--out", str(tmp_path / "other"), "--branch", str(folder), "--resume"])
+    stage1_only = tmp_path / "stage1-only"
+    run.copy_stage1(folder, stage1_only)
+    with pytest.raises(SystemExit, match="has no restorer.pt"):
+        run.main(["--out", str(tmp_path / "other"), "--branch", str(stage1_only)])
+    with pytest.raises(SystemExit, match="is not a run folder"):
+        run.main(["--out", str(tmp_path / "other"), "--branch", str(tmp_path / "nowhere")])
 
 
 @needs_datasets

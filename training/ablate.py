@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 
-from run import evaluate_set12, evaluate_tasks, load_checkpoint, load_run
+from run import copy_stage1, evaluate_set12, evaluate_tasks, load_checkpoint, load_run
 
 from data import build_tasks
 
@@ -70,10 +69,7 @@ def train_variant(name: str, arguments: argparse.Namespace) -> Path:
     restorer = folder / "restorer.pt"
     if restorer.exists() and load_checkpoint(restorer)["done"]:
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    for file in STAGE1:
-        if not (folder / file).exists():
-            shutil.copy2(Path(arguments.stage1) / file, folder / file)
+    copy_stage1(Path(arguments.stage1), folder)
     command = [sys.executable, str(Path(__file__).resolve().parent / "run.py"), "--out", str(folder), "--resume",
                "--stage", "2", "--minutes", str(arguments.minutes), "--threads", str(arguments.threads),
                "--override", "ship=false", "--override", "clock=process"]

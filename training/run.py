@@ -36,6 +36,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -83,6 +84,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default="compact", help=f"experiment: {', '.join(EXPERIMENTS)}")
     parser.add_argument("--out", default=None, help="run folder (checkpoints, log.csv, log.png); default runs/CONFIG")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out (config read from them)")
+    parser.add_argument("--branch", default=None, metavar="FOLDER",
+                        help="start stage 2 in the new run folder --out from the trained restorer of FOLDER (a run "
+                             "folder, e.g. training/checkpoints/compact): its stage 1 is copied in, its restorer's "
+                             "config is taken (then --minutes and --override), and training starts from its weights "
+                             "(init_from) with a fresh schedule; continue the branch later with --resume")
     parser.add_argument("--stage", type=int, choices=(1, 2), default=None, help="run only this stage")
     parser.add_argument("--data-root", default=None, help="root of the field's dataset layout (paper configs)")
     parser.add_argument("--clip", default=None, help="pretrained CLIP: ARCH:TAG (e.g. ViT-B-32:openai) or a weights file")
@@ -1131,6 +1137,15 @@ def resolve(arguments: argparse.Namespace, run_folder: Path) -> TrainConfig:
     if arguments.minutes is not None:
         overrides["minutes"] = arguments.minutes
     existing = [run_folder / f"{name}.pt" for name in reversed(PHASES) if (run_folder / f"{name}.pt").exists()]
+    if arguments.branch is not None:
+        source = branch_source(Path(arguments.branch))
+        if (run_folder / "restorer.pt").exists():
+            raise SystemExit(f"--branch: '{run_folder}' already holds a stage-2 checkpoint; continue it with --resume "
+                             "or choose another --out")
+        stored = stored_config(load_checkpoint(source / "restorer.pt"))
+        stored["init_from"] = str(source / "restorer.pt")
+        stored.update(overrides)
+        return config_from_dict(stored)
     if arguments.resume or arguments.ship:
         if not existing:
             raise SystemExit(f"--resume/--ship: no checkpoint in '{run_folder}' (expected one of {[p + '.pt' for p in PHASES]})")
@@ -1143,6 +1158,24 @@ def resolve(arguments: argparse.Namespace, run_folder: Path) -> TrainConfig:
         return resolve_config(arguments.config, **overrides)
     except ValueError as error:
         raise SystemExit(str(error)) from None
+
+
+def branch_source(folder: Path) -> Path:
+    """The run folder ``--branch`` starts from, checked: finished stage-1 checkpoints and a restorer one."""
+    if not folder.is_dir():
+        raise SystemExit(f"--branch '{folder}' is not a run folder")
+    for name in PHASES:
+        if not (folder / f"{name}.pt").is_file():
+            raise SystemExit(f"--branch: '{folder}' has no {name}.pt (a branch starts from a run with both stages)")
+    return folder
+
+
+def copy_stage1(source: Path, run_folder: Path) -> None:
+    """Copy the stage-1 checkpoints of ``source`` into ``run_folder`` (those it lacks), to train a stage 2 on them."""
+    run_folder.mkdir(parents=True, exist_ok=True)
+    for name in PHASES[:-1]:
+        if not (run_folder / f"{name}.pt").exists():
+            shutil.copy2(source / f"{name}.pt", run_folder / f"{name}.pt")
 
 
 def check_paths(config: TrainConfig) -> None:
@@ -1176,12 +1209,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--perceiver-from and --restorer-only are used with --ship")
     if arguments.perceiver_from and arguments.restorer_only:
         raise SystemExit("--perceiver-from ships a perceiver; --restorer-only ships none: choose one")
+    if arguments.branch is not None and (arguments.resume or arguments.ship or arguments.stage == 1):
+        raise SystemExit("--branch starts stage 2 of a new run folder: not with --resume, --ship or --stage 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
     run_folder = Path(arguments.out or REPOSITORY / "runs" / arguments.config)
     config = resolve(arguments, run_folder)
     check_paths(config)
+    if arguments.branch is not None:
+        copy_stage1(Path(arguments.branch), run_folder)
+        arguments.stage = 2
     runtime = setup_runtime(arguments.device)
     torch.manual_seed(config.seed + runtime.rank)
     log = TrainingLog(run_folder, enabled=runtime.main)

@@ -431,6 +431,33 @@ def test_held_out_benchmarks_read_the_restorer_of_a_run_folder(smoke_run, tmp_pa
         module.main(["--run", str(stage1_only), "--images", "1"])
 
 
+def test_bf16_autocast_follows_amp_on_cuda_and_cpu_amp_on_cpu():
+    cpu, cuda = run.Runtime(torch.device("cpu")), run.Runtime(torch.device("cuda"))
+    default = configs.resolve_config("smoke")
+    assert default.amp and not default.cpu_amp  # float32 on CPU unless asked, as runs before the field
+    assert run.amp_enabled(cuda, default) and not run.amp_enabled(cpu, default)
+    assert not run.amp_enabled(cuda, configs.resolve_config("smoke", amp=False))
+    assert run.amp_enabled(cpu, configs.resolve_config("smoke", cpu_amp=True))
+    layer = torch.nn.Conv2d(3, 4, 3)
+    with run.autocast(cpu, configs.resolve_config("smoke", cpu_amp=True)):
+        assert layer(torch.rand(1, 3, 8, 8)).dtype == torch.bfloat16
+    with run.autocast(cpu, default):
+        assert layer(torch.rand(1, 3, 8, 8)).dtype == torch.float32
+
+
+@needs_datasets
+def test_a_stage_2_trains_under_cpu_bf16_autocast(smoke_run, tmp_path):
+    folder, _ = smoke_run
+    result = run.main(["--out", str(tmp_path / "bf16"), "--branch", str(folder), "--override", "steps=2",
+                       "--override", "cpu_amp=true"])
+    assert result["restorer_step"] == 2
+    rows = [row for row in csv.DictReader((tmp_path / "bf16" / "log.csv").open()) if row["phase"] == "restorer"]
+    assert rows and all(np.isfinite(float(row["loss"])) for row in rows)
+    state = run.load_checkpoint(tmp_path / "bf16" / "restorer.pt")
+    assert state["config"]["cpu_amp"] is True
+    assert all(v.dtype == torch.float32 for v in state["models"]["model"].values() if v.is_floating_point())
+
+
 def test_process_clock_is_validated():
     assert configs.resolve_config("smoke", clock="process").clock == "process"
     with pytest.raises(ValueError, match="clock"):

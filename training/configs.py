@@ -152,6 +152,11 @@ class TrainConfig:
         Probe crops per task for ``beta`` and the validation PSNR.
     amp : bool
         bf16 autocast on CUDA.
+    cpu_amp : bool
+        bf16 autocast on CPU too. Convolutions then run in bfloat16, which CPUs with native
+        bf16 (Intel AMX / AVX512-BF16; ``perceive_ir``'s training README has the step times
+        measured here) compute faster; without it they are emulated and slower. False: float32
+        on CPU, as in runs before the field.
     num_workers : int
         DataLoader workers.
     clock : str
@@ -237,6 +242,7 @@ class TrainConfig:
     probe_crops: int = 8
     # runtime
     amp: bool = True
+    cpu_amp: bool = False
     num_workers: int = 0
     clock: str = "wall"
     checkpoint_minutes: float = 3.0

@@ -145,10 +145,6 @@ class Runtime:
     def main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def amp_dtype(self) -> torch.dtype | None:
-        return torch.bfloat16 if self.device.type == "cuda" else None
-
 
 def setup_runtime(device_name: str | None) -> Runtime:
     """Pick the device; join the process group when launched by torchrun (WORLD_SIZE set)."""
@@ -660,10 +656,24 @@ def optimizer_for(groups: list[tuple[list[nn.Parameter], float]], weight_decay: 
     )
 
 
-def autocast(runtime: Runtime):
-    """bf16 autocast on CUDA; a no-op context on CPU."""
-    dtype = runtime.amp_dtype
-    return torch.autocast(device_type=runtime.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+def amp_enabled(runtime: Runtime, config: TrainConfig) -> bool:
+    """Whether training steps run under bf16 autocast: ``amp`` on CUDA, ``cpu_amp`` on CPU."""
+    if runtime.device.type == "cuda":
+        return config.amp
+    return runtime.device.type == "cpu" and config.cpu_amp
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); False if torch cannot tell."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the (private) query
+        return False
+
+
+def autocast(runtime: Runtime, config: TrainConfig):
+    """bf16 autocast where :func:`amp_enabled`, else a no-op context."""
+    return torch.autocast(device_type=runtime.device.type, dtype=torch.bfloat16, enabled=amp_enabled(runtime, config))
 
 
 # =========================================================================================
@@ -682,7 +692,7 @@ def train_medium(fold: int, config: TrainConfig, tasks, run_folder: Path, runtim
     def step_function(batch: dict[str, torch.Tensor]) -> dict[str, float]:
         degraded = batch["degraded"].to(runtime.device, non_blocking=True)
         clean = batch["clean"].to(runtime.device, non_blocking=True)
-        with autocast(runtime):
+        with autocast(runtime, config):
             loss = F.l1_loss(trained(degraded).float(), clean)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -808,7 +818,7 @@ def train_perceiver(config: TrainConfig, mediums: list[Restorer], tasks, validat
         high = batch["clean"][window].to(runtime.device, non_blocking=True)
         medium = render_medium(mediums, low, batch["fold"].to(runtime.device))
         pixels = perceiver.prepare(torch.cat([low, medium, high]))
-        with autocast(runtime):
+        with autocast(runtime, config):
             logits = trained(pixels).float()
         loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -908,7 +918,7 @@ def train_restorer(config: TrainConfig, mediums: list[tuple[Restorer, tuple[str,
             with torch.no_grad():
                 proxies = [m(degraded).float().clamp(0, 1) for m in medium_models]
             proxy_weights = (task_mask * beta).to(device)[:, task].t()
-        with autocast(runtime):
+        with autocast(runtime, config):
             restored, query, positive = trained(degraded, key)
             restored = restored.float()
             zero = restored.new_zeros(())
@@ -1226,6 +1236,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = "python training/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if runtime.main:
         print(f"config {config.name} on {runtime.device} (world size {runtime.world_size}) -> {run_folder}", flush=True)
+        if runtime.device.type == "cpu" and config.cpu_amp and not cpu_has_native_bf16():
+            print("cpu_amp: this CPU has no native bf16 (AVX512-BF16 / AMX); bf16 convolutions are emulated and "
+                  "slower than float32", flush=True)
     begin = time.monotonic()
 
     # ---- data -------------------------------------------------------------------------

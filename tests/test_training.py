@@ -458,6 +458,24 @@ def test_a_stage_2_trains_under_cpu_bf16_autocast(smoke_run, tmp_path):
     assert all(v.dtype == torch.float32 for v in state["models"]["model"].values() if v.is_floating_point())
 
 
+@needs_datasets
+def test_train_step_benchmark_times_both_precisions(smoke_run, capsys):
+    import importlib.util
+
+    folder, _ = smoke_run
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
+    spec = importlib.util.spec_from_file_location("benchmark_train_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    before = {k: v.clone() for k, v in run.load_checkpoint(folder / "restorer.pt")["models"]["model"].items()}
+    results = module.main(["--run", str(folder), "--repeats", "1", "--batch", "2"])
+    assert results["float32_s"] > 0 and results["bf16_s"] > 0
+    assert 20 < results["bf16_vs_float32_psnr_db"] < 200  # close, not identical: the bf16 pass really ran
+    assert "| bf16 autocast (cpu_amp) |" in capsys.readouterr().out
+    after = run.load_checkpoint(folder / "restorer.pt")["models"]["model"]  # the run folder is only read
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_process_clock_is_validated():
     assert configs.resolve_config("smoke", clock="process").clock == "process"
     with pytest.raises(ValueError, match="clock"):

@@ -1181,11 +1181,20 @@ def branch_source(folder: Path) -> Path:
 
 
 def copy_stage1(source: Path, run_folder: Path) -> None:
-    """Copy the stage-1 checkpoints of ``source`` into ``run_folder`` (those it lacks), to train a stage 2 on them."""
+    """Copy the stage-1 checkpoints of ``source`` into ``run_folder`` (those it lacks), to train a stage 2 on them.
+
+    Each copy is written to a temporary file and renamed, so that the processes of a
+    ``torchrun`` launch, which all copy, never read a half-written checkpoint.
+    """
     run_folder.mkdir(parents=True, exist_ok=True)
     for name in PHASES[:-1]:
-        if not (run_folder / f"{name}.pt").exists():
-            shutil.copy2(source / f"{name}.pt", run_folder / f"{name}.pt")
+        target = run_folder / f"{name}.pt"
+        if not target.exists():
+            try:
+                with atomic_output(target) as temporary:
+                    shutil.copy2(source / f"{name}.pt", temporary)
+            except FileExistsError:  # another process copied it first
+                pass
 
 
 def check_paths(config: TrainConfig) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_restorer_config
+from conftest import load_benchmark, tiny_restorer_config
 
 TRAINING = Path(__file__).resolve().parents[1] / "training"
 sys.path.insert(0, str(TRAINING))
@@ -180,17 +180,6 @@ def test_quick_report_runs_every_restoration_section(restorer_file, tmp_path, mo
     # --ensemble restores with mirrored copies (the tiny random model is not equivariant)
     assert "self-ensemble of 2" in again["markdown"]
     assert again["psnr"]["Set12 sigma 25 | perceive-ir (blind)"] != stored["psnr"]["Set12 sigma 25 | perceive-ir (blind)"]
-
-
-def load_benchmark(name: str):
-    """A script of ``benchmarks/`` as a module (they are scripts, not a package)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.skipif(not HAVE_DATASETS, reason="needs ../shared/datasets (CBSD432 held-out crops)")

@@ -26,6 +26,8 @@ import run  # noqa: E402
 from perceive_ir import synthetic  # noqa: E402
 from perceive_ir.models import tiny_clip_config  # noqa: E402
 
+from conftest import load_benchmark  # noqa: E402
+
 HAVE_DATASETS = (data.DATASETS_DIR / "bsd400").is_dir() and (data.DATASETS_DIR / "cbsd432").is_dir()
 needs_datasets = pytest.mark.skipif(not HAVE_DATASETS, reason=f"no training datasets under {data.DATASETS_DIR}")
 
@@ -411,15 +413,10 @@ def test_load_run_rebuilds_every_model(smoke_run):
 
 @pytest.mark.skipif(not (data.DATASETS_DIR / "cbsd432").is_dir(), reason="needs ../shared/datasets (CBSD432 held-out crops)")
 def test_held_out_benchmarks_read_the_restorer_of_a_run_folder(smoke_run, tmp_path):
-    import importlib.util
-
     from perceive_ir.zoo import save_weights
 
     folder, _ = smoke_run
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "motion_blur.py"
-    spec = importlib.util.spec_from_file_location("benchmark_motion_blur", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("motion_blur")
     from_run = module.main(["--run", str(folder), "--images", "1", "--lengths", "5"])
     exported = tmp_path / "exported.safetensors"
     save_weights(run.load_run(folder)[3], exported, card={})
@@ -460,13 +457,8 @@ def test_a_stage_2_trains_under_cpu_bf16_autocast(smoke_run, tmp_path):
 
 @needs_datasets
 def test_train_step_benchmark_times_both_precisions(smoke_run, capsys):
-    import importlib.util
-
     folder, _ = smoke_run
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
-    spec = importlib.util.spec_from_file_location("benchmark_train_step", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("train_step")
     before = {k: v.clone() for k, v in run.load_checkpoint(folder / "restorer.pt")["models"]["model"].items()}
     results = module.main(["--run", str(folder), "--repeats", "1", "--batch", "2"])
     assert results["float32_s"] > 0 and results["bf16_s"] > 0

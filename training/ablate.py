@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 
-from run import copy_stage1, evaluate_set12, evaluate_tasks, load_checkpoint, load_run
+from run import PHASES, copy_stage1, evaluate_set12, evaluate_tasks, load_checkpoint, load_run
 
 from data import build_tasks
 
@@ -47,7 +47,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no-sgm": {"sgm": False},
     "plain": {"cfe": False, "sgm": False, "clip_weight": 0.0, "dpl_weight": 0.0},
 }
-STAGE1 = ("medium0.pt", "medium1.pt", "perceiver.pt")
+STAGE1 = tuple(f"{name}.pt" for name in PHASES[:-1])  # what run.copy_stage1 copies
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:

@@ -139,6 +139,17 @@ def test_a_log_written_before_a_column_was_added_is_rewritten_under_the_new_head
     assert (tmp_path / "log.png").stat().st_size > 1000
 
 
+def test_a_checkpoint_saved_twice_is_the_same_bytes(tmp_path):
+    # the archive must not carry the random temporary file's name: an unchanged stage-1
+    # checkpoint re-written by every ship would otherwise show as a change in git
+    payload = {"step": 3, "config": {"name": "x"}, "models": {"net": {"w": torch.arange(6.0).reshape(2, 3)}}}
+    run.save_checkpoint(tmp_path / "a.pt", payload)
+    run.save_checkpoint(tmp_path / "b" / "a.pt", run.load_checkpoint(tmp_path / "a.pt"))
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b" / "a.pt").read_bytes()
+    assert torch.equal(run.load_checkpoint(tmp_path / "b" / "a.pt")["models"]["net"]["w"], payload["models"]["net"]["w"])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.pt", "a.pt", "b"]  # no temporary left behind
+
+
 def test_folder_pairs_are_matched_by_the_fields_naming(tmp_path):
     _write_paper_layout(tmp_path, count=3)
     pairs = data._match_pairs(tmp_path / "Train" / "Derain" / "rainy", tmp_path / "Train" / "Derain" / "gt")

@@ -205,12 +205,17 @@ def batches(loader: DataLoader, start_epoch: int) -> Iterator[tuple[int, dict[st
 # checkpoints and logs
 # =========================================================================================
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` a plain dict atomically (temporary file + ``os.replace``)."""
+    """``torch.save`` a plain dict atomically (temporary file + ``os.replace``).
+
+    Saved through a file object, so the archive's inner folder is torch's fixed ``archive``
+    rather than the random temporary name: the same payload gives the same bytes (a
+    re-shipped, unchanged stage-1 checkpoint is no change to git).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
     try:
-        torch.save(payload, temporary)
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -57,6 +57,23 @@ def tiny_gray_restorer() -> Restorer:
 
 
 @pytest.fixture(scope="session")
+def identity_restorer() -> Restorer:
+    """An untrained restorer: its residual starts at zero, so restore() returns what it is given
+    (what changes an image is then the API's own work, e.g. deblurring)."""
+    torch.manual_seed(0)
+    return Restorer(tiny_restorer_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def identity_restorer_file(tmp_path_factory, identity_restorer) -> str:
+    from perceive_ir.zoo import save_weights
+
+    path = tmp_path_factory.mktemp("weights") / "identity-restorer.safetensors"
+    save_weights(identity_restorer, path, card={"note": "untrained: the identity"})
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def tiny_perceiver() -> QualityPerceiver:
     torch.manual_seed(0)
     return QualityPerceiver(PerceiverConfig(clip_config=tiny_clip())).lock()

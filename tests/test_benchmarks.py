@@ -58,3 +58,15 @@ def test_perceiver_tiles_rates_the_fluorescence_sample_in_quality_order(tmp_path
     rows = {row["image"]: row for row in json.loads((tmp_path / "p.json").read_text())["rows"]}
     assert rows["clean"]["mean_score"] > rows["restored"]["mean_score"] > rows["degraded"]["mean_score"]
     assert rows["restored"]["psnr"] > rows["degraded"]["psnr"] + 5
+
+
+def test_deblur_gate_quick() -> None:
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "training"))
+    from data import DATASETS_DIR
+
+    if not (DATASETS_DIR / "cbsd432").is_dir():
+        pytest.skip("needs ../shared/datasets (CBSD432 training images)")
+    out = _run("deblur_gate.py", "--images", "3", "--size", "128")
+    assert "| 13 | " in out and "| rain | " in out and "| clean | 0/3 |" in out, out

@@ -50,6 +50,28 @@ def test_ensemble_option_restores_with_rotated_copies(tmp_path, noisy_tif, resto
     assert "invalid choice" in capsys.readouterr().err
 
 
+def test_deblur_option_reaches_restore(tmp_path, identity_restorer_file, capsys) -> None:
+    """Default (auto) deconvolves a detected motion blur; --deblur off leaves it to the network
+    (here an untrained one, the identity, so the output is the input)."""
+    from skimage import data as skdata
+
+    from perceive_ir import degrade as D
+
+    clean = skdata.astronaut()[:256, 128:384]
+    blurred = np.round(np.clip(D.motion_blur(clean.astype(np.float32) / 255, 11.0, 60.0), 0, 1) * 255).astype(np.uint8)
+    source = tmp_path / "shaken.tif"
+    tifffile.imwrite(source, blurred, photometric="rgb")
+    common = ["--model", identity_restorer_file, "--device", "cpu", "--quiet"]
+    assert main(["restore", str(source), str(tmp_path / "auto.tif"), *common]) == 0
+    assert main(["restore", str(source), str(tmp_path / "off.tif"), *common, "--deblur", "off"]) == 0
+    error = lambda path: np.mean((tifffile.imread(path).astype(float) - clean) ** 2)  # noqa: E731
+    assert np.abs(tifffile.imread(tmp_path / "off.tif").astype(int) - blurred).max() <= 1
+    assert error(tmp_path / "auto.tif") < 0.6 * error(tmp_path / "off.tif")
+    with pytest.raises(SystemExit):
+        main(["restore", str(source), str(tmp_path / "x.tif"), *common, "--deblur", "on"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
 def test_reference_adds_psnr_of_input_and_result(tmp_path, noisy_tif, restorer_file, perceiver_file, capsys) -> None:
     from perceive_ir.cli import reference_psnr
 

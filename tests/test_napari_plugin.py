@@ -261,6 +261,31 @@ def test_restore_rgb_layer_keeps_rgb(restore_widget, qtbot, notifications, monke
     assert "photo restored [1]" in viewer.layers and sizes and set(sizes) == {4}
 
 
+def test_deblur_setting_reaches_the_api(restore_widget, qtbot, notifications, identity_restorer_file):
+    # an untrained restorer is the identity: only the deblurring changes the layer
+    from skimage import data as skdata
+
+    from perceive_ir import degrade as D
+
+    viewer, widget = restore_widget
+    widget.model.set_model(identity_restorer_file)
+    clean = skdata.astronaut()[:256, 128:384]
+    blurred = np.round(np.clip(D.motion_blur(clean.astype(np.float32) / 255, 11.0, 60.0), 0, 1) * 255).astype(np.uint8)
+    layer = viewer.add_image(blurred, name="shaken", rgb=True)
+    assert widget.deblur.value == "auto"
+    widget.deblur.value = "off"
+    widget.start(layer)
+    _wait(qtbot, widget)
+    widget.deblur.value = "auto"
+    widget.start(layer)
+    _wait(qtbot, widget)
+    error = lambda data: np.mean((np.asarray(data).astype(float) - clean) ** 2)  # noqa: E731
+    off, auto = viewer.layers["shaken restored"].data, viewer.layers["shaken restored [1]"].data
+    assert np.abs(np.asarray(off).astype(int) - blurred).max() <= 1
+    assert error(auto) < 0.6 * error(off)
+    assert not notifications["error"]
+
+
 def test_cancel_stops_the_worker_without_a_layer(restore_widget, qtbot, notifications, monkeypatch):
     from perceive_ir.models import Restorer
 

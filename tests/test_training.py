@@ -752,3 +752,24 @@ def test_perceiver_is_measured_at_both_crop_sizes_and_can_be_fine_tuned(smoke_ru
     with pytest.raises(ValueError, match="does not fit this run's perceiver"):
         run.main(["--config", "smoke", "--out", str(other), "--stage", "1", "--resume", "--override", "n_ctx=5",
                   "--override", f"perceiver_init_from={json.dumps(str(weights))}", "--override", "perceiver_steps=1"])
+
+
+def test_deblur_inputs_give_the_network_what_restore_gives_it():
+    """With ``deblur_inputs`` a motion-blurred sample is deconvolved (as restore(deblur="auto") does
+    before the network) and a noisy one is left as it is."""
+    from skimage import data as skdata
+
+    from perceive_ir import degrade as D
+
+    scene = skdata.astronaut()[64:192, 192:320]  # one 128 px region, where the kernel is detected
+    blur = data.SynthesizedTask("motion_blur", [scene], lambda clean, rng: D.motion_blur(clean, 11.0, 60.0))
+    noise = data.SynthesizedTask("noise", [scene], lambda clean, rng: D.add_gaussian_noise(clean, 25 / 255, rng=rng))
+    plain = data.TaskBalancedDataset([blur, noise], 96, 128, 2, seed=0, augment=False)
+    deblurred = data.TaskBalancedDataset([blur, noise], 96, 128, 2, seed=0, augment=False, deblur=True)
+    error = lambda item: float(torch.mean((item["degraded"] - item["clean"]) ** 2))  # noqa: E731
+    assert error(deblurred[0]) < 0.6 * error(plain[0])  # the motion-blurred sample, deconvolved
+    assert torch.equal(deblurred[1]["degraded"], plain[1]["degraded"])  # the noisy one, untouched
+    probe = data.fixed_samples([blur, noise], 1, 96, seed=0, deblur=True)
+    assert probe["degraded"].shape == (2, 3, 96, 96)
+    assert configs.resolve_config("smoke").deblur_inputs is False
+    assert configs.resolve_config("smoke", deblur_inputs=True).deblur_inputs is True

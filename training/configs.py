@@ -66,6 +66,11 @@ class TrainConfig:
         inference API replicates a gray plane); ``"replicated"`` replicates, then degrades
         each channel independently (what runs did before this field existed; checkpoints
         without the field are read as ``"replicated"``).
+    deblur_inputs : bool
+        Pass every stage-2 training sample (and the probe set) through what
+        ``restore(deblur="auto")`` does before the network: a confidently detected linear
+        motion blur is deconvolved (:mod:`perceive_ir.deblur`), so the network learns to
+        finish deconvolved inputs, which it meets at inference. Off in runs before this field.
     microscopy_zoom : float
         The synthetic microscopy task cuts each region from a field up to this many times
         its side (log-uniform), so cells appear at the scales of tiles of a large micrograph
@@ -178,6 +183,7 @@ class TrainConfig:
     data_source: str = "builtin"
     data_root: str | None = None
     gray_sources: str = "plane"
+    deblur_inputs: bool = False
     microscopy_zoom: float = 3.0
     task_weights: dict[str, int] = field(default_factory=dict)
     noise_sigmas: tuple[float, ...] = ()

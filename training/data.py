@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from perceive_ir.deblur import deconvolve, estimate_motion
 from perceive_ir.degrade import add_gaussian_noise, degrade
 from perceive_ir.synthetic import degrade_fluorescence, synth_fluorescence
 
@@ -480,6 +481,9 @@ class TaskBalancedDataset(Dataset):
         Relative share of each task (positive integers, one per task; default all 1).
         Samples cycle through a fixed interleaved schedule in which task ``i`` appears
         ``weights[i]`` times, so the shares hold exactly within every cycle.
+    deblur : bool
+        Deconvolve each degraded region as ``restore(deblur="auto")`` would
+        (:func:`deblur_like_restore`) before the crops are cut.
 
     Notes
     -----
@@ -488,8 +492,10 @@ class TaskBalancedDataset(Dataset):
     """
 
     def __init__(self, tasks: list[Task], crop_size: int, region_size: int, length: int, seed: int,
-                 fold: int | None = None, augment: bool = True, weights: Sequence[int] | None = None) -> None:
+                 fold: int | None = None, augment: bool = True, weights: Sequence[int] | None = None,
+                 deblur: bool = False) -> None:
         self.tasks = tasks
+        self.deblur = deblur
         self.schedule = task_schedule(len(tasks), weights)
         self.crop_size = crop_size
         self.region_size = region_size
@@ -518,6 +524,8 @@ class TaskBalancedDataset(Dataset):
         candidates = self.candidates[task_index]
         image_index = candidates[int(rng.integers(len(candidates)))]
         degraded, clean = self.tasks[task_index].region(image_index, self.region_size, rng)
+        if self.deblur:
+            degraded = deblur_like_restore(degraded)
         if self.augment:
             degraded, clean = _augment((degraded, clean), rng)
         window = _random_window(clean.shape, self.crop_size, rng)
@@ -531,13 +539,25 @@ class TaskBalancedDataset(Dataset):
         }
 
 
-def fixed_samples(tasks: list[Task], crops_per_task: int, crop_size: int, seed: int) -> dict[str, torch.Tensor]:
+def deblur_like_restore(degraded: np.ndarray) -> np.ndarray:
+    """``degraded`` (H, W, 3) float32, deconvolved by its motion kernel where
+    :func:`perceive_ir.deblur.estimate_motion` detects one (else returned as it is)."""
+    estimate = estimate_motion([degraded.mean(axis=-1)])
+    if not estimate.detected():
+        return degraded
+    planes = deconvolve(np.moveaxis(degraded, -1, 0), estimate.kernel())
+    return np.ascontiguousarray(np.moveaxis(planes, 0, -1), dtype=np.float32)
+
+
+def fixed_samples(tasks: list[Task], crops_per_task: int, crop_size: int, seed: int,
+                  deblur: bool = False) -> dict[str, torch.Tensor]:
     """A fixed, reproducible batch of held-out crops (probe set, validation set).
 
     Returns ``degraded``, ``clean`` (N, 3, crop, crop), ``task`` (N,) with tasks
     interleaved, N = ``crops_per_task * len(tasks)``.
     """
-    dataset = TaskBalancedDataset(tasks, crop_size, crop_size, crops_per_task * len(tasks), seed, augment=False)
+    dataset = TaskBalancedDataset(tasks, crop_size, crop_size, crops_per_task * len(tasks), seed, augment=False,
+                                  deblur=deblur)
     dataset.set_epoch(10_000)
     items = [dataset[i] for i in range(len(dataset))]
     return {key: torch.stack([item[key] for item in items]) for key in ("degraded", "clean", "task")}

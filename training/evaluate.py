@@ -199,7 +199,7 @@ def oracle(candidates: list[Callable[[], np.ndarray]], clean: np.ndarray) -> np.
 # =========================================================================================
 # the model
 # =========================================================================================
-#: extra ``restore()`` arguments of every model call (``--ensemble`` sets ``ensemble``)
+#: extra ``restore()`` arguments of every model call (``--ensemble`` and ``--deblur`` set them)
 RESTORE_SETTINGS: dict[str, Any] = {}
 
 
@@ -664,6 +664,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),
                         help="restore with this self-ensemble (rotated / mirrored copies averaged)")
+    parser.add_argument("--deblur", default="auto", choices=("auto", "off"),
+                        help="restore()'s motion deblurring before the network: auto (its default) or off "
+                             "(the network alone)")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.add_argument("--no-classical", action="store_true",
                         help="run no classical method: their cells come from --baseline-cache or stay empty "
@@ -689,8 +692,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         model, label = load_restorer(arguments.model), f"model `{arguments.model}`"
     RESTORE_SETTINGS["ensemble"] = arguments.ensemble  # cleared when main ends: other callers get the defaults
+    RESTORE_SETTINGS["deblur"] = arguments.deblur
     if arguments.ensemble > 1:
         label += f", self-ensemble of {arguments.ensemble}"
+    label += ", motion deblurring auto" if arguments.deblur == "auto" else ", network alone (deblur off)"
     header = (f"## perceive-ir evaluation: {label}\n\n{platform.machine()}, {os.cpu_count()} cores, "
               f"{torch.get_num_threads()} torch thread(s), load average {os.getloadavg()[0]:.1f} at start; "
               f"{count} image(s) per set\n")

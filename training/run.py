@@ -893,9 +893,10 @@ def train_restorer(config: TrainConfig, mediums: list[tuple[Restorer, tuple[str,
     parameters = [p for params, _ in groups for p in params]
     optimizer = optimizer_for(groups, config.weight_decay)
     dataset = TaskBalancedDataset(tasks, config.crop_size, config.region_size, config.epoch_size, config.seed,
-                                  weights=config.stage2_task_weights())
+                                  weights=config.stage2_task_weights(), deblur=config.deblur_inputs)
     features = feature_extractor(config).to(device)
-    probe = fixed_samples(validation_tasks, config.probe_crops, config.crop_size, config.seed + 2)
+    probe = fixed_samples(validation_tasks, config.probe_crops, config.crop_size, config.seed + 2,
+                          deblur=config.deblur_inputs)
     n_tasks = len(tasks)
     # proxies: the two cross-fitted medium restorers; m_k = 1 for the tasks proxy k was trained on
     task_mask = torch.tensor([[float(task.name in trained_on) for task in tasks] for _, trained_on in mediums])

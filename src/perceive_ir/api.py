@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from . import io as image_io
+from .deblur import MotionEstimate, deconvolve, estimate_motion, margin_for
 from .models import TIERS, Condition, QualityPerceiver, Restorer
 from .tiling import RowBandAccumulator, Tile, TileGrid
 from .zoo import load_perceiver, load_restorer
@@ -77,6 +78,8 @@ MIN_SIDE = 4
 #: Smallest tile side restore() and perceive() accept.
 MIN_TILE_SIZE = 16
 PERCENTILES = (0.1, 99.9)
+#: Side of the windows from which ``deblur="auto"`` estimates a plane's motion kernel.
+DEBLUR_WINDOW = 256
 #: self-ensemble sizes -> the dihedral transforms used, as (quarter turns, mirrored)
 ENSEMBLES: dict[int, tuple[tuple[int, bool], ...]] = {
     1: ((0, False),),
@@ -509,7 +512,9 @@ class _RestoreJob:
     batch_size: int
     out_dtype: np.dtype
     ensemble: int = 1
+    deblur: str | MotionEstimate = "off"
     conditions: dict[_Plane, Condition | None] = field(default_factory=dict)
+    motions: dict[_Plane, MotionEstimate | None] = field(default_factory=dict)
 
     def read(self, plane: _Plane, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Normalised (channels, y1 - y0, x1 - x0) region; rows/columns past the plane are reflected."""
@@ -520,6 +525,32 @@ class _RestoreJob:
         if vy1 < y1 or vx1 < x1:
             values = np.pad(values, ((0, 0), (0, y1 - vy1), (0, x1 - vx1)), mode="reflect")
         return values
+
+    def motion(self, plane: _Plane) -> MotionEstimate | None:
+        """The motion kernel deconvolved before the network on ``plane`` (None: no deblurring)."""
+        if isinstance(self.deblur, MotionEstimate):
+            return self.deblur
+        if self.deblur == "off":
+            return None
+        if plane not in self.motions:
+            windows = [self.read(plane, *window).mean(axis=0)
+                       for window in condition_windows(self.layout.height, self.layout.width, DEBLUR_WINDOW, count=4)]
+            estimate = estimate_motion(windows)
+            self.motions[plane] = estimate if estimate.detected() else None
+        return self.motions[plane]
+
+    def read_input(self, plane: _Plane, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """:meth:`read`, then deconvolved by the plane's motion kernel if there is one (read with a
+        margin around the region, which absorbs the deconvolution's border error)."""
+        estimate = self.motion(plane)
+        if estimate is None:
+            return self.read(plane, y0, y1, x0, x1)
+        margin = margin_for(estimate)
+        height, width = self.layout.height, self.layout.width
+        ry0, rx0 = max(0, y0 - margin), max(0, x0 - margin)
+        ry1, rx1 = max(y1, min(height, y1 + margin)), max(x1, min(width, x1 + margin))
+        region = deconvolve(self.read(plane, ry0, ry1, rx0, rx1), estimate.kernel())
+        return region[:, y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
 
     @torch.inference_mode()
     def condition(self, plane: _Plane) -> Condition | None:
@@ -535,19 +566,27 @@ class _RestoreJob:
     @torch.inference_mode()
     def launch(self, items: list[tuple[_Plane, Tile]]) -> tuple[torch.Tensor, int]:
         """Read the tiles of ``items`` and start the model on them (asynchronous on CUDA)."""
-        tiles = [self.read(plane, t.y0, t.y1, t.x0, t.x1) for plane, t in items]
+        tiles = [self.read_input(plane, t.y0, t.y1, t.x0, t.x1) for plane, t in items]
         channels = tiles[0].shape[0]
         batch = torch.from_numpy(np.stack([_model_input(t, self.model.in_channels) for t in tiles]))
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         planes = [plane for plane, _ in items]
+        # a deconvolved tile is the result: the network, never trained on deconvolved input, wrecks
+        # some of them (training/README.md, *Kernel-aware motion deblurring*)
+        deblurred = torch.tensor([self.motion(plane) is not None for plane in planes], device=batch.device)
+        if bool(deblurred.all()):
+            return batch.float(), channels
         if all(p == planes[0] for p in planes):
             condition = self.condition(planes[0])
         else:
             condition = Condition.cat([self.condition(p) for p in planes])
         with _autocast(self.device):
             output = self_ensemble(self.model, batch, condition, self.ensemble)
+        if bool(deblurred.any()):
+            output = output.float()
+            output[deblurred] = batch[deblurred].float()
         return output, channels
 
     def grid(self) -> TileGrid:
@@ -607,6 +646,25 @@ class _RestoreJob:
             pending = launched
 
 
+def _check_deblur(deblur: Any) -> str | MotionEstimate:
+    """``"auto"``, ``"off"``, or a known kernel as a MotionEstimate / ``(length, angle)``."""
+    if isinstance(deblur, str) and deblur in ("auto", "off"):
+        return deblur
+    if deblur is None or deblur is False:
+        return "off"
+    if isinstance(deblur, MotionEstimate):
+        return deblur
+    if isinstance(deblur, (tuple, list)) and len(deblur) == 2:
+        try:
+            length, angle = float(deblur[0]), float(deblur[1])
+        except (TypeError, ValueError):
+            length = angle = math.nan
+        if math.isfinite(length) and math.isfinite(angle) and length >= 1:
+            return MotionEstimate(length, angle % 180.0, math.inf)
+    raise InputError(f"deblur must be 'auto', 'off' or a motion kernel (length >= 1 pixels, angle in degrees), "
+                     f"got {deblur!r}")
+
+
 def _check_ensemble(size: Any) -> None:
     if size not in ENSEMBLES:
         raise InputError(f"ensemble must be one of {sorted(ENSEMBLES)}, got {size!r}")
@@ -656,8 +714,9 @@ def _is_dask(array: Any) -> bool:
 
 def _prepare(image: Any, model: Any, axes: str | None, tile_size: int | None, tile_overlap: int, batch_size: int | None,
              device: str | torch.device, out_dtype: Any, compile: bool = False,
-             ensemble: int = 1) -> tuple[_RestoreJob, Path | None]:
+             ensemble: int = 1, deblur: Any = "auto") -> tuple[_RestoreJob, Path | None]:
     _check_ensemble(ensemble)  # before any input is opened
+    deblur = _check_deblur(deblur)
     source, file_axes, path = _open_input(image)
     _validate_source(source)
     if batch_size is not None and batch_size < 1:
@@ -687,7 +746,7 @@ def _prepare(image: Any, model: Any, axes: str | None, tile_size: int | None, ti
         source=source, layout=layout, scalings=_scalings(source, layout), model=restorer, device=device,
         tile_size=int(tile_size), tile_overlap=int(tile_overlap),
         batch_size=int(batch_size) if batch_size is not None else choose_batch_size(device, int(tile_size)),
-        out_dtype=result_dtype, ensemble=int(ensemble),
+        out_dtype=result_dtype, ensemble=int(ensemble), deblur=deblur,
     )
     return job, path
 
@@ -706,6 +765,7 @@ def restore_steps(
     out_dtype: Any = None,
     compile: bool = False,
     ensemble: int = 1,
+    deblur: Any = "auto",
 ) -> Iterator[Progress | np.ndarray | Path]:
     """Generator form of :func:`restore`: yields :class:`Progress` per batch of tiles, then the result.
 
@@ -717,7 +777,8 @@ def restore_steps(
     if out is not None:
         image_io.check_output_path(out, overwrite=overwrite,
                                    input_path=image if isinstance(image, (str, os.PathLike)) else None)
-    job, _path = _prepare(image, model, axes, tile_size, tile_overlap, batch_size, device, out_dtype, compile, ensemble)
+    job, _path = _prepare(image, model, axes, tile_size, tile_overlap, batch_size, device, out_dtype, compile, ensemble,
+                          deblur)
     if out is None:
         result = np.empty(job.layout.shape, dtype=job.out_dtype)
 
@@ -753,6 +814,7 @@ def restore(
     out_dtype: Any = None,
     compile: bool = False,
     ensemble: int = 1,
+    deblur: Any = "auto",
 ) -> Any:
     """Restore an image (denoise, deblur, dehaze, derain, brighten) with an all-in-one model.
 
@@ -795,6 +857,14 @@ def restore(
         average them (:func:`self_ensemble`). Slightly better results for that many times
         the compute (Set12 sigma 15 / 25 / 50: +0.09 / +0.09 / +0.10 dB with 8 for
         ``compact-allinone.v10``, ``training/evaluate.py --ensemble 8``).
+    deblur : "auto", "off" or (length, angle)
+        Kernel-aware motion deblurring before the network (:mod:`perceive_ir.deblur`).
+        ``"auto"``: estimate a linear motion kernel per plane from its cepstrum and, where
+        the estimate is confident, deconvolve every tile by it (total-variation prior):
+        the deconvolution is that plane's result (the network, not trained on deconvolved
+        input, is not run on it); planes without such blur are restored by the network.
+        ``(length, angle)``: a known kernel (pixels, degrees counter-clockwise from +x),
+        deconvolved on every plane. ``"off"``: the network alone.
 
     Returns
     -------
@@ -821,11 +891,12 @@ def restore(
         if out is not None:
             raise InputError("for dask input, write the returned lazy array yourself (e.g. result.to_zarr(path))")
         return _restore_dask(image, model=model, axes=axes, tile_size=tile_size, tile_overlap=tile_overlap,
-                             batch_size=batch_size, device=device, out_dtype=out_dtype, ensemble=ensemble)
+                             batch_size=batch_size, device=device, out_dtype=out_dtype, ensemble=ensemble,
+                             deblur=deblur)
     should_stop = cancel.is_set if isinstance(cancel, threading.Event) else cancel
     steps = restore_steps(image, model=model, axes=axes, tile_size=tile_size, tile_overlap=tile_overlap,
                           batch_size=batch_size, device=device, out=out, overwrite=overwrite, out_dtype=out_dtype,
-                          compile=compile, ensemble=ensemble)
+                          compile=compile, ensemble=ensemble, deblur=deblur)
     try:
         for step in steps:
             if isinstance(step, Progress):
@@ -841,15 +912,18 @@ def restore(
 
 
 def _restore_dask(image: Any, *, model: Any, axes: str | None, tile_size: int | None, tile_overlap: int,
-                  batch_size: int | None, device: Any, out_dtype: Any, ensemble: int = 1) -> Any:
+                  batch_size: int | None, device: Any, out_dtype: Any, ensemble: int = 1,
+                  deblur: Any = "auto") -> Any:
     """Lazy restore of a dask array: ``map_overlap`` with the tile overlap as halo.
 
-    Intensity scaling and per-plane conditions are computed once, up front, from small
-    samples of the array, so every block is restored as it would be in memory.
+    Intensity scaling, per-plane conditions and motion kernels are computed once, up front,
+    from small samples of the array, so every block is restored as it would be in memory
+    (a deblurred plane widens the halo by the deconvolution margin).
     """
     import dask.array as da
 
-    job, _ = _prepare(image, model, axes, tile_size, tile_overlap, batch_size, device, out_dtype, ensemble=ensemble)
+    job, _ = _prepare(image, model, axes, tile_size, tile_overlap, batch_size, device, out_dtype, ensemble=ensemble,
+                      deblur=deblur)
     layout = job.layout
     # whole channels and whole stack positions per block; Y/X chunks rounded to the model's
     # alignment so that every block (and so every tile) sits on the whole image's pixel grid
@@ -857,7 +931,9 @@ def _restore_dask(image: Any, *, model: Any, axes: str | None, tile_size: int | 
     chunks: dict[int, Any] = {i: 1 for i in layout.stack_axes}
     if layout.c_axis is not None:
         chunks[layout.c_axis] = -1
-    halo = -(-tile_overlap // align) * align
+    motions = {plane: job.motion(plane) for plane in layout.planes()}
+    margin = max([margin_for(m) for m in motions.values() if m is not None], default=0)
+    halo = -(-(tile_overlap + margin) // align) * align
     for axis in (layout.y_axis, layout.x_axis):
         chunks[axis] = _aligned_chunks(image.shape[axis], image.chunks[axis][0], align, halo)
     array = image.rechunk(chunks)
@@ -868,7 +944,7 @@ def _restore_dask(image: Any, *, model: Any, axes: str | None, tile_size: int | 
     model_ref = model if isinstance(model, Restorer) else str(model)
     settings = dict(axes=layout.axes, tile_size=job.tile_size, tile_overlap=tile_overlap, batch_size=job.batch_size,
                     device=str(job.device), out_dtype=job.out_dtype, scalings=job.scalings, conditions=conditions,
-                    model=model_ref, ensemble=job.ensemble)
+                    model=model_ref, ensemble=job.ensemble, deblur=job.deblur, motions=motions)
     return da.map_overlap(
         _restore_block, array, depth=depth, boundary="none", trim=True, dtype=job.out_dtype,
         meta=np.empty((0,) * array.ndim, dtype=job.out_dtype), block_info=True, settings=settings,
@@ -900,10 +976,12 @@ def _restore_block(block: np.ndarray, block_info: dict | None = None, *, setting
     job = _RestoreJob(source=block, layout=layout, scalings=settings["scalings"], model=model, device=device,
                       tile_size=min(settings["tile_size"], max(layout.height, layout.width)),
                       tile_overlap=settings["tile_overlap"], batch_size=settings["batch_size"],
-                      out_dtype=settings["out_dtype"], ensemble=settings["ensemble"])
+                      out_dtype=settings["out_dtype"], ensemble=settings["ensemble"], deblur=settings["deblur"])
     for plane in layout.planes():
         global_index = tuple(location[axis][0] + i for axis, i in zip(layout.stack_axes, plane.stack_index))
-        job.conditions[plane] = settings["conditions"][_Plane(global_index, plane.channels, plane.group)]
+        whole = _Plane(global_index, plane.channels, plane.group)
+        job.conditions[plane] = settings["conditions"][whole]
+        job.motions[plane] = settings["motions"][whole]
     result = np.empty(block.shape, dtype=settings["out_dtype"])
 
     def write(index: tuple, values: np.ndarray) -> None:

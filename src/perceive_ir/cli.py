@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels")
     restore.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),
                          help="average this many rotated / mirrored copies of each tile (slower, slightly better)")
+    restore.add_argument("--deblur", default="auto", choices=("auto", "off"),
+                         help="auto: deconvolve a detected linear motion blur before the network (default)")
     restore.add_argument("--float32", action="store_true", help="write float32 instead of the input dtype")
     restore.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     restore.add_argument("--report", default=None,
@@ -157,7 +159,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     try:
         restore(args.input, out=args.output, model=args.model, axes=args.axes, tile_size=args.tile_size,
                 tile_overlap=args.tile_overlap, batch_size=args.batch_size, device=args.device, progress=bar,
-                ensemble=args.ensemble,
+                ensemble=args.ensemble, deblur=args.deblur,
                 overwrite=args.overwrite, out_dtype="float32" if args.float32 else None)
     finally:
         bar.close()

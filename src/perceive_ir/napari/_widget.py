@@ -336,7 +336,7 @@ class RestorePlan:
 
 
 def _restore_run(plan: RestorePlan, model_spec: str, device: str, tile_size: int, tile_overlap: int,
-                 batch_size: int, ensemble: int = 1) -> Generator[Any, None, Any]:
+                 batch_size: int, ensemble: int = 1, deblur: str = "auto") -> Generator[Any, None, Any]:
     """Worker body: yield :class:`~perceive_ir.api.Progress` per batch, return the result.
 
     Driven by a napari generator worker: quitting the worker stops it at the next yield,
@@ -347,7 +347,7 @@ def _restore_run(plan: RestorePlan, model_spec: str, device: str, tile_size: int
     torch_device = api.resolve_device(device)
     model = MODEL_CACHE.get("restorer", model_spec, torch_device)
     settings = dict(model=model, axes=plan.axes, tile_size=tile_size, tile_overlap=tile_overlap,
-                    batch_size=batch_size, device=torch_device, ensemble=ensemble)
+                    batch_size=batch_size, device=torch_device, ensemble=ensemble, deblur=deblur)
     if plan.lazy:
         levels = [api.restore(level, **settings) for level in plan.data]
         yield api.Progress(1, 1)
@@ -405,6 +405,8 @@ class RestoreWidget(Container):
         self.ensemble = ComboBox(label="ensemble", choices=[1, 2, 4, 8], value=1,
                                  tooltip="Average this many rotated / mirrored copies of each tile: "
                                          "slightly better, that many times slower")
+        self.deblur = ComboBox(label="deblur", choices=["auto", "off"], value="auto",
+                               tooltip="auto: where a linear motion blur is detected, deconvolve it before the network")
         self.visible_only = CheckBox(text="visible region only (current plane)", value=False,
                                      tooltip="Restore only the displayed field of view of the current plane (huge layers)")
         self.run_button = PushButton(text="Restore")
@@ -413,7 +415,7 @@ class RestoreWidget(Container):
         self.status.native.setWordWrap(True)
         super().__init__(widgets=[
             self.image_layer, self.model, self.axes, self.axes_hint, self.tile_size, self.tile_overlap,
-            self.batch_size, self.device, self.ensemble, self.visible_only, self.run_button, self.cancel_button, self.status,
+            self.batch_size, self.device, self.ensemble, self.deblur, self.visible_only, self.run_button, self.cancel_button, self.status,
         ], labels=True)
         self.worker: WorkerBase | None = None
         self.result_layer: Image | None = None
@@ -475,7 +477,7 @@ class RestoreWidget(Container):
         self.cancel_button.enabled = True
         self.worker = create_worker(
             _restore_run, plan, model_spec, self.device.value, int(self.tile_size.value),
-            int(self.tile_overlap.value), int(self.batch_size.value), int(self.ensemble.value),
+            int(self.tile_overlap.value), int(self.batch_size.value), int(self.ensemble.value), str(self.deblur.value),
             _connect={"yielded": self._on_progress, "returned": self._on_result, "errored": self._on_error,
                       "aborted": self._on_aborted, "finished": self._on_finished},
         )

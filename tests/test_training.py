@@ -432,7 +432,8 @@ def test_held_out_benchmarks_read_the_restorer_of_a_run_folder(smoke_run, tmp_pa
     exported = tmp_path / "exported.safetensors"
     save_weights(run.load_run(folder)[3], exported, card={})
     from_file = module.main(["--model", str(exported), "--images", "1", "--lengths", "5"])
-    assert from_run[5.0] == pytest.approx(from_file[5.0], abs=1e-3)
+    quality = lambda row: {k: v for k, v in row.items() if not k.startswith("seconds")}  # noqa: E731  (times vary)
+    assert quality(from_run[5.0]) == pytest.approx(quality(from_file[5.0]), abs=1e-3)
     stage1_only = tmp_path / "stage1-only"
     run.copy_stage1(folder, stage1_only)
     with pytest.raises(SystemExit, match="no stage-2 checkpoint"):

@@ -174,16 +174,14 @@ def _transfer(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def deconvolve(image: np.ndarray, kernel: np.ndarray, weight: float = 1e-3, iterations: int = 8,
-               beta: float = 1e-2, pad: int | None = None) -> np.ndarray:
+               beta: float = 1e-2) -> np.ndarray:
     """Total-variation deconvolution of ``image`` (C, H, W) or (H, W) by ``kernel``.
 
     Minimises ``||k * x - y||^2 + weight * |grad x|_1`` by half-quadratic splitting
     (gradient auxiliaries shrunk, then an exact Fourier-domain solve), with the splitting
     weight starting at ``beta`` and doubling each of ``iterations`` rounds. The image is
-    extended by whole-sample symmetric borders first: mirrored to twice its size (``pad``
-    None: the periodic transform then sees no seam at all), or by ``pad`` pixels on each
-    side (cheaper; the seam where the padded image wraps around lies ``pad`` pixels away).
-    Returns float32 of the input's shape.
+    mirrored to twice its size first (whole-sample symmetric borders: the periodic
+    transform sees no seam). Returns float32 of the input's shape.
     """
     values = np.asarray(image, dtype=np.float32)
     planes = values[None] if values.ndim == 2 else values
@@ -193,11 +191,7 @@ def deconvolve(image: np.ndarray, kernel: np.ndarray, weight: float = 1e-3, iter
     if kernel.ndim != 2 or kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
         raise ValueError(f"kernel must be 2D with odd sides, got shape {kernel.shape}")
     _, height, width = planes.shape
-    if pad is None:
-        shape = (2 * height, 2 * width)
-    else:
-        pad = max(int(pad), max(kernel.shape))
-        shape = (height + 2 * pad, width + 2 * pad)
+    shape = (2 * height, 2 * width)
     transfer = _transfer(kernel / kernel.sum(), shape)
     grad_x = _transfer(np.array([[0.0, -1.0, 1.0]], dtype=np.float32), shape)  # first differences
     grad_y = _transfer(np.array([[0.0], [-1.0], [1.0]], dtype=np.float32), shape)
@@ -205,13 +199,8 @@ def deconvolve(image: np.ndarray, kernel: np.ndarray, weight: float = 1e-3, iter
     grad_gram = np.abs(grad_x) ** 2 + np.abs(grad_y) ** 2
     out = np.empty_like(planes, dtype=np.float32)
     for index, plane in enumerate(planes):
-        if pad is None:
-            mirrored = np.concatenate([plane, plane[::-1]], axis=0)
-            mirrored = np.concatenate([mirrored, mirrored[:, ::-1]], axis=1)
-        else:
-            mirrored = np.pad(plane, pad, mode="symmetric")
-        data = np.conj(transfer) * fft.rfft2(mirrored)
-        spectrum = fft.rfft2(mirrored)
+        spectrum = fft.rfft2(np.pad(plane, ((0, height), (0, width)), mode="symmetric"))
+        data = np.conj(transfer) * spectrum
         splitting = beta
         for _ in range(iterations):
             gx = fft.irfft2(grad_x * spectrum, s=shape)
@@ -222,6 +211,5 @@ def deconvolve(image: np.ndarray, kernel: np.ndarray, weight: float = 1e-3, iter
             numerator = data + np.float32(splitting) * (np.conj(grad_x) * fft.rfft2(wx) + np.conj(grad_y) * fft.rfft2(wy))
             spectrum = (numerator / (gram + np.float32(splitting) * grad_gram)).astype(np.complex64)
             splitting *= 2.0
-        restored = fft.irfft2(spectrum, s=shape)
-        out[index] = restored[:height, :width] if pad is None else restored[pad:pad + height, pad:pad + width]
+        out[index] = fft.irfft2(spectrum, s=shape)[:height, :width]
     return out[0] if values.ndim == 2 else out

@@ -110,9 +110,10 @@ def set_threads(threads: int | None) -> int:
 def held_out_restorer(description: str, argv: list[str] | None = None,
                       add_arguments: Callable[[Any], None] | None = None):
     """``(arguments, restorer)`` for the held-out quality benchmarks (``color_head.py``,
-    ``experts.py``, ``haze_global_error.py``, ``motion_blur.py``): ``--model`` (zoo name or
-    weights file) or ``--run`` (a training run folder), ``--images`` (held-out images per task)
-    and ``--threads``, plus what ``add_arguments(parser)`` adds. ``arguments.source`` names
+    ``experts.py``, ``fine_structure.py``, ``haze_global_error.py``, ``motion_blur.py``,
+    ``set12_images.py``): ``--model`` (zoo name or weights file) or ``--run`` (a training run
+    folder), ``--images`` (held-out images per task) and ``--threads``, plus what
+    ``add_arguments(parser)`` adds. ``arguments.source`` names
     the restorer (the run folder or the model)."""
     import argparse
 

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 
@@ -70,3 +72,39 @@ def test_deblur_gate_quick() -> None:
         pytest.skip("needs ../shared/datasets (CBSD432 training images)")
     out = _run("deblur_gate.py", "--images", "3", "--size", "128")
     assert "| 13 | " in out and "| rain | " in out and "| clean | 0/3 |" in out, out
+
+
+def test_set12_images_prints_each_image_and_the_mean() -> None:
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "training"))
+    from data import DATASETS_DIR
+
+    if not (DATASETS_DIR / "set12").is_dir():
+        pytest.skip("needs ../shared/datasets (Set12)")
+    out = _run("set12_images.py", "--images", "2", "--sigmas", "50", "--no-bm3d", "--threads", "1")
+    cells = {line.strip("|").split("|")[0].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+             for line in out.splitlines() if line.startswith("| ")}
+    assert cells["01"][0] == cells["02"][0] == "256x256", out
+    values = [float(cells[name][1]) for name in ("01", "02")]
+    assert all(20 < v < 40 for v in values)  # the noisy input is 14.8 dB: the restorer restores
+    assert abs(float(cells["mean"][1]) - sum(values) / 2) < 0.011
+
+
+def test_fine_structure_contrast_and_table() -> None:
+    sys.path.insert(0, str(BENCH))
+    import fine_structure
+
+    phase = fine_structure.grating_phase(64, 6)
+    assert abs(fine_structure.contrast(fine_structure.grating(64, 6), phase) - 1) < 0.02
+    assert fine_structure.contrast(np.full((64, 64), 0.5), phase) < 1e-9  # flat: the grating is gone
+    halved = 0.5 + 0.5 * (fine_structure.grating(64, 6) - 0.5)
+    assert abs(fine_structure.contrast(halved, phase) - 0.5) < 0.02
+    out = _run("fine_structure.py", "--periods", "4", "24", "--size", "64", "--no-bm3d", "--threads", "1")
+    rows = {line.strip("|").split("|")[0].strip(): [float(c) for c in line.strip("|").split("|")[1:]]
+            for line in out.splitlines() if line.startswith("| ") and not line.startswith("| period")}
+    assert set(rows) == {"4", "24"}, out
+    for values in rows.values():
+        assert 19 < values[0] < 21.5, out  # sigma 25 on a float image: 20.2 dB
+        assert 0 <= values[2] < 2 and 0 <= values[3] < 2, out
+    assert rows["24"][1] > rows["24"][0] + 3, out  # a coarse grating is denoised

@@ -611,8 +611,24 @@ def test_backbone_probe_trains_each_variant_and_reports_set12(tmp_path, capsys):
         assert values["steps"] >= 1 and values["s_per_mp"] > 0
         # barely trained: near the noisy input (24.7 / 20.4 / 14.8 dB), finite and ordered by noise level
         assert 10 < values["set12_50"] < values["set12_25"] < values["set12_15"] < 40
-    assert "| small-full-res |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| small-full-res |" in printed and "uniform crops" in printed
     assert json.loads(out.read_text())["variants"]["small"] == {"width": 8, "latent_blocks": 1}
+    # per-image Set12 values (Barbara, image 09, has its own column) average to the reported mean
+    for values in results.values():
+        for sigma in (15, 25, 50):
+            per_image = [v for k, v in values.items() if k.startswith(f"set12_{sigma}_")]
+            assert len(per_image) == 12 and abs(np.mean(per_image) - values[f"set12_{sigma}"]) < 0.01
+    detailed = backbone_probe.main(["--minutes", "0.02", "--crop", "32", "--batch", "4", "--detail-crops", "3",
+                                    "--variant", 'small={"width": 8, "latent_blocks": 1}'])
+    assert detailed["small"]["steps"] >= 1
+    assert "the most detailed of 3 random crops" in capsys.readouterr().out
+    gratings = backbone_probe.main(["--minutes", "0.02", "--crop", "32", "--batch", "4", "--grating-share", "0.5",
+                                    "--variant", 'small={"width": 8, "latent_blocks": 1}'])
+    assert gratings["small"]["steps"] >= 1
+    assert "a grating added to 50% of them" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        backbone_probe.parse_arguments(["--variant", "a={}", "--grating-share", "1.5"])
 
 
 def test_poisson_task_adds_signal_dependent_photon_noise_to_natural_images():
@@ -650,6 +666,59 @@ def test_micrograph_task_band_limits_the_clean_target_then_adds_photon_noise():
         config = configs.resolve_config("smoke", tasks=("noise", "micrograph"))
         built = data.build_tasks(config, "train")
         assert [task.name for task in built] == ["noise", "micrograph"] and built[1].prepare is data.random_band_limit
+
+
+def test_detail_crops_and_gratings_shape_the_training_regions_only():
+    # left half flat, right half a fine checkerboard: with many candidates the region lands on
+    # the textured half, with one candidate anywhere
+    image = np.full((64, 256), 128, np.uint8)
+    image[:, 128:] = np.where((np.add.outer(np.arange(64), np.arange(128)) % 2) == 0, 60, 200)
+    identity = lambda clean, rng: clean
+    assert data.detail(image[:, :128]) == 0.0 and data.detail(image[:, 128:]) == 280.0  # 140 across and down
+    uniform = data.SynthesizedTask("noise", [image], identity)
+    detailed = data.SynthesizedTask("noise", [image], identity, detail_candidates=8)
+    texture_share = lambda task: np.mean([data.detail(task.region(0, 32, np.random.default_rng(seed))[1]) > 0.1
+                                          for seed in range(40)])
+    assert texture_share(detailed) == 1.0  # at least one of 8 windows of 32 px reaches the textured half
+    assert 0.3 < texture_share(uniform) < 0.8
+    with pytest.raises(ValueError, match="detail_candidates must be >= 1"):
+        data.SynthesizedTask("noise", [image], identity, detail_candidates=0)
+    assert configs.resolve_config("compact").detail_crops == 1
+    with pytest.raises(ValueError, match="detail_crops must be >= 1"):
+        configs.resolve_config("smoke", detail_crops=0)
+    if HAVE_DATASETS:
+        config = configs.resolve_config("smoke", tasks=("noise", "micrograph", "microscopy"), detail_crops=4)
+        assert [getattr(t, "detail_candidates", None) for t in data.build_tasks(config, "train")] == [4, 4, None]
+        assert [getattr(t, "detail_candidates", None) for t in data.build_tasks(config, "validation")] == [1, 1, None]
+    # gratings: the share of clean regions that get one; none held out
+    with_gratings = data.SynthesizedTask("noise", [np.full((64, 64), 128, np.uint8)], identity, grating_share=0.5)
+    textured = [data.detail(with_gratings.region(0, 32, np.random.default_rng(seed))[1]) > 0 for seed in range(60)]
+    assert 0.3 < np.mean(textured) < 0.7
+    with pytest.raises(ValueError, match="grating_share must be in"):
+        data.SynthesizedTask("noise", [image], identity, grating_share=1.5)
+    with pytest.raises(ValueError, match="grating_share must be in"):
+        configs.resolve_config("smoke", grating_share=-0.1)
+    if HAVE_DATASETS:
+        config = configs.resolve_config("smoke", tasks=("noise", "haze", "microscopy"), grating_share=0.25)
+        assert [getattr(t, "grating_share", None) for t in data.build_tasks(config, "train")] == [0.25, 0.25, None]
+        assert [getattr(t, "grating_share", None) for t in data.build_tasks(config, "validation")] == [0, 0, None]
+
+
+def test_add_grating_adds_a_fine_oblique_texture_over_a_rectangle():
+    flat = np.full((48, 64), 0.5, np.float32)
+    for seed in range(20):
+        out = data.add_grating(flat, np.random.default_rng(seed))
+        assert out.shape == flat.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+        changed = np.abs(out - flat) > 1e-6
+        rows, columns = np.nonzero(changed.any(axis=1))[0], np.nonzero(changed.any(axis=0))[0]
+        # one rectangle, at least a third of each side (a few zero crossings of the sine aside)
+        assert rows.size >= 48 // 3 - 2 and columns.size >= 64 // 3 - 2
+        assert not changed[:rows.min()].any() and not changed[:, columns.max() + 1:].any()
+        amplitude = np.abs(out - flat).max()
+        assert data.GRATING_AMPLITUDE[0] * 0.8 < amplitude <= data.GRATING_AMPLITUDE[1] + 1e-6
+        assert data.detail(out) > data.detail(flat)  # texture added
+    colour = data.add_grating(np.full((32, 32, 3), 0.5, np.float32), np.random.default_rng(0))
+    assert colour.shape == (32, 32, 3) and np.array_equal(colour[..., 0], colour[..., 2])
 
 
 def test_task_weights_set_the_share_of_each_task_in_every_cycle():

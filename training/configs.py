@@ -76,6 +76,17 @@ class TrainConfig:
         its side (log-uniform), so cells appear at the scales of tiles of a large micrograph
         (see ``data.MicroscopyTask``); 1 draws the field at the region's size (what runs did
         before this field existed; checkpoints without it are read as 1).
+    detail_crops : int
+        Each training region of a built-in natural-image task (every task but ``microscopy``)
+        is the most detailed of this many random windows of its source image (mean absolute
+        difference of neighbouring pixels, ``data.detail``); held-out regions stay uniform.
+        1: uniform windows (runs before this field). On gray denoising alone, 4 gained 0.13-0.32 dB
+        on Set12 at equal CPU time (``backbone_probe.py --detail-crops 4``).
+    grating_share : float
+        Share of the training regions of the built-in natural-image tasks (as ``detail_crops``)
+        that get a sinusoidal grating added over part of the clean crop (``data.add_grating``):
+        the regular fine texture (cloth, stripes) that BM3D restores best and the crops rarely
+        hold. 0: none (runs before this field); held-out regions never get one.
     task_weights : dict
         Relative share of each stage-2 task in the training samples (task name ->
         positive integer; tasks not named get 1). The medium restorers and the perceiver
@@ -185,6 +196,8 @@ class TrainConfig:
     gray_sources: str = "plane"
     deblur_inputs: bool = False
     microscopy_zoom: float = 3.0
+    detail_crops: int = 1
+    grating_share: float = 0.0
     task_weights: dict[str, int] = field(default_factory=dict)
     noise_sigmas: tuple[float, ...] = ()
     noise_range: tuple[float, float] = (5.0, 55.0)
@@ -277,6 +290,10 @@ class TrainConfig:
         if self.perceiver_crop_max is not None and self.perceiver_crop_max < self.perceiver_crop:
             raise ValueError(f"perceiver_crop_max must be >= perceiver_crop, got {self.perceiver_crop_max} vs "
                              f"{self.perceiver_crop}")
+        if self.detail_crops < 1:
+            raise ValueError(f"detail_crops must be >= 1, got {self.detail_crops}")
+        if not 0 <= self.grating_share <= 1:
+            raise ValueError(f"grating_share must be in [0, 1], got {self.grating_share}")
         if not self.microscopy_zoom >= 1:
             raise ValueError(f"microscopy_zoom must be >= 1, got {self.microscopy_zoom}")
         if self.gray_sources not in ("plane", "replicated"):

@@ -176,6 +176,12 @@ def _fit(image: np.ndarray, size: int) -> np.ndarray:
     return image
 
 
+def detail(window: np.ndarray) -> float:
+    """Mean absolute difference between vertically and between horizontally neighbouring pixels."""
+    values = np.asarray(window, dtype=np.float32)
+    return float(np.abs(np.diff(values, axis=0)).mean() + np.abs(np.diff(values, axis=1)).mean())
+
+
 class Task:
     """Base class: ``len(task)`` images; :meth:`region` gives a (degraded, clean) pair."""
 
@@ -194,7 +200,11 @@ class SynthesizedTask(Task):
     """Clean images in memory, degraded on the fly by ``degrade_function(clean, rng)``.
 
     ``prepare(clean, rng)``, when given, first turns the source crop into the clean target
-    (e.g. :func:`band_limit` for the ``micrograph`` task).
+    (e.g. :func:`band_limit` for the ``micrograph`` task). With ``detail_candidates`` K > 1
+    the region is the most detailed of K random windows of the image (see :func:`detail`):
+    training then sees textured regions, where restorers make most of their error, more often
+    than flat sky or walls. With ``grating_share`` Q > 0 that share of the clean regions gets a
+    sinusoidal grating over part of it (:func:`add_grating`) before ``prepare`` and the degradation.
     """
 
     name: str
@@ -202,13 +212,25 @@ class SynthesizedTask(Task):
     degrade_function: Callable[[np.ndarray, np.random.Generator], np.ndarray]
     gray_planes: bool = True
     prepare: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+    detail_candidates: int = 1
+    grating_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.detail_candidates < 1:
+            raise ValueError(f"detail_candidates must be >= 1, got {self.detail_candidates}")
+        if not 0 <= self.grating_share <= 1:
+            raise ValueError(f"grating_share must be in [0, 1], got {self.grating_share}")
 
     def __len__(self) -> int:
         return len(self.images)
 
     def region(self, index: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         image = _fit(self.images[index], size)
-        clean = _source_float(image[_random_window(image.shape, size, rng)], self.gray_planes)
+        windows = [image[_random_window(image.shape, size, rng)] for _ in range(self.detail_candidates)]
+        window = windows[0] if len(windows) == 1 else max(windows, key=detail)
+        clean = _source_float(window, self.gray_planes)
+        if self.grating_share > 0 and rng.random() < self.grating_share:  # no draw at 0: old runs' crops unchanged
+            clean = add_grating(clean, rng)
         if self.prepare is not None:
             clean = self.prepare(clean, rng)
         return to_float_rgb(self.degrade_function(clean, rng)), to_float_rgb(clean)
@@ -332,9 +354,38 @@ def random_band_limit(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return band_limit(clean, sigma, float(rng.uniform(*BAND_LIMIT_GAIN)))
 
 
+#: Ranges of :func:`add_grating`: period in pixels (log-uniform; 2 is the Nyquist limit) and amplitude.
+GRATING_PERIOD = (2.5, 16.0)
+GRATING_AMPLITUDE = (0.05, 0.25)
+
+
+def add_grating(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A sinusoidal grating (random angle, phase, period in :data:`GRATING_PERIOD`, amplitude in
+    :data:`GRATING_AMPLITUDE`) added over a random rectangle of ``clean`` (a third of each side
+    or more), clipped to [0, 1]: the regular fine texture (cloth, stripes) that natural training
+    crops rarely hold and block-matching methods restore best (``benchmarks/fine_structure.py``).
+    Same on every channel of a colour crop; float32 out."""
+    height, width = clean.shape[:2]
+    angle, phase = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+    period = float(np.exp(rng.uniform(np.log(GRATING_PERIOD[0]), np.log(GRATING_PERIOD[1]))))
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    pattern = rng.uniform(*GRATING_AMPLITUDE) * np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period + phase)
+    rows = rng.integers(max(1, height // 3), height + 1)
+    columns = rng.integers(max(1, width // 3), width + 1)
+    top, left = rng.integers(height - rows + 1), rng.integers(width - columns + 1)
+    mask = np.zeros((height, width), np.float32)
+    mask[top:top + rows, left:left + columns] = 1
+    overlay = pattern * mask
+    out = np.asarray(clean, np.float32) + (overlay[..., None] if clean.ndim == 3 else overlay)
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
 def _builtin_tasks(config: Any, split: str) -> list[Task]:
     images = natural_images(split)
     gray_planes = config.gray_sources == "plane"
+    # held-out regions stay uniform and grating-free, so that validation numbers do not depend on these fields
+    candidates = config.detail_crops if split == "train" else 1
+    gratings = config.grating_share if split == "train" else 0.0
     tasks: list[Task] = []
     for name in config.tasks:
         if name == "microscopy":
@@ -343,12 +394,14 @@ def _builtin_tasks(config: Any, split: str) -> list[Task]:
                                         max_zoom=config.microscopy_zoom))
         elif name == "noise":
             tasks.append(SynthesizedTask(name, images, _noise_degradation(config.noise_sigmas, config.noise_range),
-                                         gray_planes))
+                                         gray_planes, detail_candidates=candidates, grating_share=gratings))
         elif name in ("poisson", "rain", "haze", "motion_blur", "low_light"):
-            tasks.append(SynthesizedTask(name, images, _kind_degradation(name), gray_planes))
+            tasks.append(SynthesizedTask(name, images, _kind_degradation(name), gray_planes,
+                                         detail_candidates=candidates, grating_share=gratings))
         elif name == "micrograph":
             tasks.append(SynthesizedTask(name, images, _kind_degradation("poisson"), gray_planes,
-                                         prepare=random_band_limit))
+                                         prepare=random_band_limit, detail_candidates=candidates,
+                                         grating_share=gratings))
         else:
             raise ValueError(
                 f"unknown task {name!r} for the built-in data; expected noise, poisson, micrograph, rain, haze, "

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import evaluate  # noqa: E402
 from _common import held_out_restorer  # noqa: E402
+from haze_global_error import psnr  # noqa: E402
 
 ANGLE = np.deg2rad(30.0)
 AMPLITUDE = 0.25
@@ -48,11 +49,6 @@ def contrast(image: np.ndarray, phase: np.ndarray) -> float:
     """Amplitude of the grating's frequency in ``image`` over the clean grating's amplitude."""
     values = np.asarray(image, np.float64)
     return float(2 * abs(np.mean((values - values.mean()) * np.exp(-1j * phase))) / AMPLITUDE)
-
-
-def psnr(restored: np.ndarray, clean: np.ndarray) -> float:
-    restored = np.clip(np.asarray(restored, np.float64), 0.0, 1.0)
-    return float(10 * np.log10(1.0 / np.mean((restored - clean) ** 2)))
 
 
 def main(argv: list[str] | None = None) -> dict[float, dict[str, float]]:

@@ -27,12 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import evaluate  # noqa: E402
 from _common import held_out_restorer  # noqa: E402
-
-
-def psnr(restored: np.ndarray, clean: np.ndarray) -> float:
-    """PSNR (peak 1) of the output clipped to [0, 1], as the report scores it."""
-    restored = np.clip(np.asarray(restored, np.float64), 0.0, 1.0)
-    return float(10 * np.log10(1.0 / np.mean((restored - clean) ** 2)))
+from haze_global_error import psnr  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[int, dict[str, dict[str, float]]]:

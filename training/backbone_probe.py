@@ -81,7 +81,7 @@ def train_and_measure(arguments_of_net: dict, minutes: float, crop: int, batch: 
             for _ in range(detail_crops):
                 top, left = rng.integers(image.shape[0] - crop + 1), rng.integers(image.shape[1] - crop + 1)
                 candidates.append(image[top:top + crop, left:left + crop])
-            patch = np.rot90(max(candidates, key=detail), rng.integers(4))
+            patch = np.rot90(candidates[0] if detail_crops == 1 else max(candidates, key=detail), rng.integers(4))
             if grating_share > 0 and rng.random() < grating_share:
                 patch = add_grating(patch, rng)
             crops.append(np.ascontiguousarray(patch[:, ::-1] if rng.random() < 0.5 else patch))

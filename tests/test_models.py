@@ -18,6 +18,7 @@ from perceive_ir.models import (
     Restorer,
     RestorerConfig,
 )
+from perceive_ir.models.compact import WindowAttention
 from perceive_ir.models.semantic import Dinov2SemanticEncoder
 
 TINY_RESTORMER = dict(dim=8, blocks=(1, 1, 1, 1), heads=(1, 2, 2, 4), refinement_blocks=1, ffn_expansion=2.0)
@@ -29,6 +30,8 @@ RESTORER_VARIANTS = {
     "compact-full-res": dict(backbone_args={"width": 8, "encoder_blocks": [1, 1], "latent_blocks": 1,
                                             "decoder_blocks": [1, 1], "full_res_width": 4}),
     "compact-color-head": dict(color_head=True),
+    "compact-attention": dict(backbone_args={"width": 8, "encoder_blocks": [1, 1], "latent_blocks": 1,
+                                             "decoder_blocks": [1, 1], "attention_window": 4}),
     "restormer-cfe-sgm": dict(backbone="restormer", backbone_args=TINY_RESTORMER),
     "compact-clip-sgm": dict(semantic="clip", semantic_args={"vision_cfg": {**tiny_clip()["vision_cfg"], "layers": 3},
                                                              "embed_dim": 32, "depths": [0, 1, 2]}),
@@ -95,6 +98,72 @@ def test_full_res_path_grows_a_trained_compact_net_without_changing_its_output()
         assert not torch.equal(grown(x), small(x))
     with pytest.raises(ValueError, match="full_res_width"):
         CompactUNet(3, 8, full_res_width=-1)
+
+
+def reference_window_attention(block: WindowAttention, x: torch.Tensor) -> torch.Tensor:
+    """WindowAttention written out window by window (replicate padding, softmax(q k^T / sqrt(d)) v)."""
+    w, d, heads = block.window, block.head_channels, block.heads
+    offset = w // 2 if block.shifted else 0
+    qkv = block.qkv(x)
+    height, width = x.shape[-2:]
+    padded = torch.nn.functional.pad(qkv, (offset, (-(width + offset)) % w, offset, (-(height + offset)) % w),
+                                     mode="replicate")
+    attended = torch.zeros(x.shape[0], heads * d, *padded.shape[-2:])
+    for top in range(0, padded.shape[-2], w):
+        for left in range(0, padded.shape[-1], w):
+            window = padded[:, :, top:top + w, left:left + w].flatten(2)  # (N, 3 * heads * d, w * w)
+            for h in range(heads):
+                q, k, v = (window[:, (part * heads + h) * d:(part * heads + h + 1) * d] for part in range(3))
+                weights = torch.softmax(q.transpose(1, 2) @ k / d ** 0.5, dim=-1)  # (N, w*w, w*w)
+                attended[:, h * d:(h + 1) * d, top:top + w, left:left + w] = (
+                    (weights @ v.transpose(1, 2)).transpose(1, 2).reshape(x.shape[0], d, w, w))
+    return x + block.out(attended[..., offset:offset + height, offset:offset + width])
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_window_attention_matches_a_window_by_window_reference(shifted: bool) -> None:
+    torch.manual_seed(0)
+    block = WindowAttention(6, window=4, heads=2, head_channels=3, shifted=shifted)
+    torch.nn.init.normal_(block.out.weight)
+    x = torch.randn(2, 6, 11, 9)  # not a multiple of the window: padded and cropped back
+    with torch.no_grad():
+        assert torch.allclose(block(x), reference_window_attention(block, x), atol=1e-5)
+
+
+def test_window_attention_reaches_within_its_window_and_the_shifted_one_across() -> None:
+    torch.manual_seed(0)
+    plain, shifted = WindowAttention(4, 4), WindowAttention(4, 4, shifted=True)
+    for block in (plain, shifted):
+        torch.nn.init.normal_(block.out.weight)
+    x = torch.randn(1, 4, 8, 8)
+    changed = x.clone()
+    changed[..., 4, 4] += 5.0  # a position in the lower-right window of the plain grid
+    with torch.no_grad():
+        difference = (plain(changed) - plain(x)).abs().sum(dim=1)[0]
+        assert difference[4:, 4:].min() > 0 and difference[:4].max() == 0 and difference[:, :4].max() == 0
+        # the shifted grid's window around (4, 4) spans rows / columns 2-5
+        difference = (shifted(changed) - shifted(x)).abs().sum(dim=1)[0]
+        assert difference[2:6, 2:6].min() > 0 and difference[:2].max() == 0 and difference[6:].max() == 0
+
+
+def test_attention_grows_a_trained_compact_net_without_changing_its_output() -> None:
+    torch.manual_seed(0)
+    small = CompactUNet(1, 8, (1, 1), 1, (1, 1))
+    for parameter in small.parameters():
+        parameter.data.normal_(0, 0.2)
+    grown = CompactUNet(1, 8, (1, 1), 1, (1, 1), attention_window=4, attention_blocks=2)
+    missing, unexpected = grown.load_state_dict(small.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("attention.") for k in missing)
+    assert [block.shifted for block in grown.attention] == [False, True]
+    x = torch.rand(2, 1, 21, 34)
+    with torch.no_grad():
+        assert torch.equal(grown(x), small(x))
+    (grown(x) - x).square().mean().backward()
+    assert all(block.out.weight.grad.abs().sum() > 0 for block in grown.attention)
+    with pytest.raises(ValueError, match="attention_window"):
+        CompactUNet(1, 8, attention_window=-1)
+    with pytest.raises(ValueError, match="window must be >= 2"):
+        CompactUNet(1, 8, attention_window=1)
 
 
 def test_experts_grow_a_trained_compact_net_and_route_each_image(monkeypatch) -> None:

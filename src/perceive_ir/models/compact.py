@@ -13,6 +13,11 @@ dense convolutions at the plain network's cost. A batch of different images (tra
 planes of a stack sharing a batch) needs one kernel per image, a grouped convolution:
 about as fast on this project's CPU, typically slower on GPUs (not measured).
 
+Optionally (``attention_window=W``) the 1/2 level of the decoder starts with non-local
+blocks: self-attention among the positions of W x W windows (2W x 2W pixels), the
+learned counterpart of the block matching that BM3D and non-local means do, aimed at
+repeated texture (stripes, gratings) that local convolutions flatten.
+
 Tensors are NCHW; any height/width is accepted (reflect-padded inside ``forward`` to a
 multiple of :attr:`CompactUNet.multiple`, cropped back).
 """
@@ -27,7 +32,7 @@ from torch import nn
 
 from .common import Modulator, pad_to_multiple
 
-__all__ = ["CompactUNet", "ExpertConv2d", "ResidualBlock"]
+__all__ = ["CompactUNet", "ExpertConv2d", "ResidualBlock", "WindowAttention"]
 
 
 class ExpertConv2d(nn.Conv2d):
@@ -79,6 +84,50 @@ class ResidualBlock(nn.Module):
         return x + self.scale * self.conv2(F.relu(self.conv1(x), inplace=True))
 
 
+class WindowAttention(nn.Module):
+    """``x + out(attention(q, k, v))`` within non-overlapping ``window`` x ``window`` windows.
+
+    Each position becomes a similarity-weighted average of the values of the positions in
+    its window (``heads`` heads of ``head_channels``, 1x1 projections, no positional term:
+    what is compared is content, as in non-local means). With ``shifted`` the window grid
+    is offset by half a window (the map is padded by that much on the top / left), so a
+    pair of blocks, plain then shifted, lets every position reach across window borders.
+    Maps whose size is not a multiple of the window are padded (replicate) and cropped
+    back. The output projection starts at zero: the block is the identity at
+    initialisation, so a trained network can be grown with it.
+    """
+
+    def __init__(self, channels: int, window: int, heads: int = 1, head_channels: int = 32,
+                 shifted: bool = False) -> None:
+        super().__init__()
+        if window < 2 or heads < 1 or head_channels < 1:
+            raise ValueError(f"window must be >= 2 and heads, head_channels >= 1, got {window}, {heads}, {head_channels}")
+        self.window, self.heads, self.head_channels, self.shifted = window, heads, head_channels, shifted
+        inner = heads * head_channels
+        self.qkv = nn.Conv2d(channels, 3 * inner, 1)
+        self.out = nn.Conv2d(inner, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = x.shape
+        w, heads, d = self.window, self.heads, self.head_channels
+        top = left = w // 2 if self.shifted else 0
+        bottom, right = (-(height + top)) % w, (-(width + left)) % w
+        qkv = self.qkv(x)
+        if top or left or bottom or right:
+            qkv = F.pad(qkv, (left, right, top, bottom), mode="replicate")
+        rows, cols = qkv.shape[-2] // w, qkv.shape[-1] // w
+        # (N, 3, heads, d, rows, w, cols, w) -> (3, N * rows * cols, heads, w * w, d)
+        qkv = qkv.reshape(n, 3, heads, d, rows, w, cols, w).permute(1, 0, 4, 6, 2, 5, 7, 3)
+        qkv = qkv.reshape(3, n * rows * cols, heads, w * w, d)
+        attended = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        # back to (N, heads * d, rows * w, cols * w), then crop the padding
+        attended = attended.reshape(n, rows, cols, heads, w, w, d).permute(0, 3, 6, 1, 4, 2, 5)
+        attended = attended.reshape(n, heads * d, rows * w, cols * w)[..., top:top + height, left:left + width]
+        return x + self.out(attended)
+
+
 class Stage(nn.ModuleList):
     """Residual blocks applied in turn, passing the routing on (a Sequential cannot)."""
 
@@ -114,6 +163,14 @@ class CompactUNet(nn.Module):
         it did before, and training starts from there.
     full_res_blocks : int
         Residual blocks in the full-resolution stem and in its decoder.
+    attention_window : int
+        Window side (at the 1/2 level, so twice that in pixels) of ``attention_blocks``
+        :class:`WindowAttention` blocks at the start of the last decoder stage, every
+        other one shifted by half a window (0: none). They start as the identity.
+    attention_blocks : int
+        How many (with ``attention_window``).
+    attention_heads : int
+        Heads of each attention block (32 channels each).
     experts : int
         Expert kernels of every residual block outside the latent level (0: plain
         convolutions); ``forward`` then needs a per-image ``routing`` (N, experts). The
@@ -138,6 +195,9 @@ class CompactUNet(nn.Module):
         full_res_width: int = 0,
         full_res_blocks: int = 1,
         experts: int = 0,
+        attention_window: int = 0,
+        attention_blocks: int = 2,
+        attention_heads: int = 1,
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
@@ -161,6 +221,13 @@ class CompactUNet(nn.Module):
         self.up2 = nn.Sequential(nn.Conv2d(w3, 4 * w2, 1), nn.PixelShuffle(2))
         self.decoder2 = Stage(w2, decoder_blocks[0], experts)
         self.up1 = nn.Sequential(nn.Conv2d(w2, 4 * w1, 1), nn.PixelShuffle(2))
+        if attention_window < 0 or (attention_window and attention_blocks < 1):
+            raise ValueError(f"attention_window must be >= 0 (and attention_blocks >= 1 with it), got "
+                             f"{attention_window}, {attention_blocks}")
+        self.attention = nn.Sequential(*[
+            WindowAttention(w1, attention_window, attention_heads, shifted=bool(i % 2))
+            for i in range(attention_blocks if attention_window else 0)
+        ])
         self.decoder1 = Stage(w1, decoder_blocks[1], experts)
         self.tail = nn.Sequential(nn.Conv2d(w1, 4 * in_channels, 3, padding=1), nn.PixelShuffle(2))
         # the residual is zero at initialisation: an untrained network is the identity,
@@ -207,7 +274,7 @@ class CompactUNet(nn.Module):
         e2 = self.encoder2(self.down1(e1), routing)
         latent = hook(0, self.latent(self.down2(e2)))
         d2 = hook(1, self.decoder2(self.up2(latent) + e2, routing))
-        d1 = hook(2, self.decoder1(self.up1(d2) + e1, routing))
+        d1 = hook(2, self.decoder1(self.attention(self.up1(d2) + e1), routing))
         out = self.tail(d1) + padded
         if full is not None:
             out = out + full["tail"](full["decoder"](full["up"](d1) + stem, routing))

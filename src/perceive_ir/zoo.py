@@ -43,7 +43,7 @@ __all__ = [
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ZOO_FILE = WEIGHTS_DIR / "zoo.json"
-DEFAULT_RESTORER = "compact-allinone.v16"
+DEFAULT_RESTORER = "compact-allinone.v17"
 DEFAULT_PERCEIVER = "tiny-clip-perceiver.v3"
 FORMAT_VERSION = "1"
 
@@ -61,7 +61,7 @@ class ModelEntry:
     Attributes
     ----------
     name : str
-        ``name.tag``, e.g. ``"compact-allinone.v16"``.
+        ``name.tag``, e.g. ``"compact-allinone.v17"``.
     kind : str
         ``"restorer"`` or ``"perceiver"``.
     file : str
@@ -210,7 +210,7 @@ def _load_into(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -
 
 
 def load_restorer(name_or_path: str | os.PathLike = "default", *, device: str | torch.device = "cpu") -> Restorer:
-    """Load a restorer by registered name (``"default"``, ``"compact-allinone.v16"``) or file path.
+    """Load a restorer by registered name (``"default"``, ``"compact-allinone.v17"``) or file path.
 
     Returns the model in eval mode on ``device``.
 

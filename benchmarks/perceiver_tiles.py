@@ -8,7 +8,7 @@ table shows at which tile sizes that holds. PSNRs against the clean reference (o
 data range, as ``perceive-ir restore --reference``) are printed beside them.
 
     PYTHONPATH=src python benchmarks/perceiver_tiles.py --threads 2
-    PYTHONPATH=src python benchmarks/perceiver_tiles.py --model compact-allinone.v17 --perceiver tiny-clip-perceiver.v3
+    PYTHONPATH=src python benchmarks/perceiver_tiles.py --model NAME_OR_FILE --perceiver NAME_OR_FILE
 
 Not part of the package (run as a plain script from the repository root).
 """

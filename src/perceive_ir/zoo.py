@@ -61,7 +61,7 @@ class ModelEntry:
     Attributes
     ----------
     name : str
-        ``name.tag``, e.g. ``"compact-allinone.v17"``.
+        ``name.tag``, e.g. ``"tiny-clip-perceiver.v3"``.
     kind : str
         ``"restorer"`` or ``"perceiver"``.
     file : str
@@ -210,7 +210,7 @@ def _load_into(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -
 
 
 def load_restorer(name_or_path: str | os.PathLike = "default", *, device: str | torch.device = "cpu") -> Restorer:
-    """Load a restorer by registered name (``"default"``, ``"compact-allinone.v17"``) or file path.
+    """Load a restorer by registered name (``"default"`` is :data:`DEFAULT_RESTORER`) or file path.
 
     Returns the model in eval mode on ``device``.
 

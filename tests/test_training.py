@@ -440,6 +440,35 @@ def test_held_out_benchmarks_read_the_restorer_of_a_run_folder(smoke_run, tmp_pa
         module.main(["--run", str(stage1_only), "--images", "1"])
 
 
+@needs_datasets
+def test_interpolated_restorer_is_the_weighted_mean_and_is_never_shipped(smoke_run, tmp_path):
+    import interpolate
+
+    folder, _ = smoke_run
+    other = tmp_path / "other"
+    run.copy_stage1(folder, other)
+    state = run.load_checkpoint(folder / "restorer.pt")
+    trained = state["models"]["model"]
+    state["models"]["model"] = {k: v + 1.0 if v.is_floating_point() else v for k, v in trained.items()}
+    run.save_checkpoint(other / "restorer.pt", state)
+    out = interpolate.main([str(other), str(folder), "--alpha", "0.25", "--out", str(tmp_path / "mix")])
+    mixed = run.load_checkpoint(out / "restorer.pt")
+    assert mixed["interpolated"]["alpha"] == 0.25 and "optimizer" not in mixed
+    for name, tensor in trained.items():
+        expected = tensor + 0.25 if tensor.is_floating_point() else tensor
+        assert torch.allclose(mixed["models"]["model"][name].float(), expected.float(), atol=1e-3), name
+    assert run.load_run(out)[3] is not None  # evaluate.py --run reads it like a trained folder
+    with pytest.raises(SystemExit, match="weight interpolation"):
+        run.main(["--out", str(out), "--ship", "--restorer-name", "smoke-restorer.v99"])
+    with pytest.raises(SystemExit, match="exists"):
+        interpolate.main([str(other), str(folder), "--alpha", "0.5", "--out", str(out)])
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate.interpolate(trained, trained, 1.5)
+    narrower = {k: v[..., :1] if v.ndim > 1 else v for k, v in trained.items()}
+    with pytest.raises(ValueError, match="shape"):
+        interpolate.interpolate(narrower, trained, 0.5)
+
+
 def test_bf16_autocast_follows_amp_on_cuda_and_cpu_amp_on_cpu():
     cpu, cuda = run.Runtime(torch.device("cpu")), run.Runtime(torch.device("cuda"))
     default = configs.resolve_config("smoke")

@@ -1225,6 +1225,10 @@ def check_restorer_finished(path: Path, config: TrainConfig) -> None:
     if not path.exists():
         raise SystemExit(f"--ship needs a stage-2 checkpoint '{path}'; train stage 2 first")
     state = load_checkpoint(path)
+    if "interpolated" in state:
+        mix = state["interpolated"]
+        raise SystemExit(f"--ship ships trained restorers, and '{path}' is a weight interpolation "
+                         f"({1 - mix['alpha']:g} x {mix['b']} + {mix['alpha']:g} x {mix['a']}, training/interpolate.py)")
     step, minutes = int(state["step"]), float(state["seconds"]) / 60
     if progress_of(step, float(state["seconds"]), config.steps, config.minutes) >= 1.0:
         return

@@ -16,7 +16,6 @@ A and B must hold restorers of the same architecture (same tensor names and shap
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import load_checkpoint, save_checkpoint  # noqa: E402
+from run import copy_stage1, load_checkpoint, save_checkpoint  # noqa: E402
 
 
 def interpolate(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
@@ -64,10 +63,7 @@ def main(argv: list[str] | None = None) -> Path:
         mixed = interpolate(state_a["models"]["model"], state_b["models"]["model"], arguments.alpha)
     except ValueError as error:
         raise SystemExit(str(error)) from error
-    arguments.out.mkdir(parents=True)
-    for source in sorted(arguments.b.iterdir()):
-        if source.is_file() and source.suffix in (".pt", ".json") and source.name != "restorer.pt":
-            shutil.copy2(source, arguments.out / source.name)
+    copy_stage1(arguments.b, arguments.out)
     state_b["models"]["model"] = mixed
     state_b.pop("optimizer", None)
     state_b["interpolated"] = {"a": str(arguments.a), "b": str(arguments.b), "alpha": arguments.alpha}

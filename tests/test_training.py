@@ -312,6 +312,8 @@ def test_loss_description_names_the_terms_in_use():
     assert run.loss_description(config) == "L1 + 0.1 InfoNCE(CFE, tau 0.1)"
     config = configs.resolve_config("compact", clip_weight=0.0, dpl_weight=0.0, frequency_weight=1.0)
     assert run.loss_description(config) == "L1 + 0.1 InfoNCE(CFE, tau 0.1) + L1(FFT)"
+    config = configs.resolve_config("compact", clip_weight=0.0, dpl_weight=0.0, teacher="runs/h1", teacher_weight=1.0)
+    assert run.loss_description(config) == "L1 + 0.1 InfoNCE(CFE, tau 0.1) + L1(teacher runs/h1 on noise)"
     assert run.config_changes({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == {"b": [2, 3], "c": [None, 4]}
 
 
@@ -624,6 +626,38 @@ def test_branch_starts_stage_2_of_a_new_folder_from_a_trained_run(smoke_run, tmp
         run.main(["--out", str(tmp_path / "other"), "--branch", str(stage1_only)])
     with pytest.raises(SystemExit, match="is not a run folder"):
         run.main(["--out", str(tmp_path / "other"), "--branch", str(tmp_path / "nowhere")])
+
+
+@needs_datasets
+def test_a_teacher_distils_its_tasks_into_the_restorer(smoke_run, tmp_path):
+    folder, _ = smoke_run
+    taught = tmp_path / "taught"
+    result = run.main(["--out", str(taught), "--branch", str(folder), "--override", "steps=4",
+                       "--override", "log_every=1", "--override", f"teacher={folder}",
+                       "--override", "teacher_weight=2.0", "--override", 'teacher_tasks=["noise", "haze"]'])
+    assert result["restorer_step"] == 4
+    rows = [row for row in csv.DictReader((taught / "log.csv").open()) if row["phase"] == "restorer"]
+    distill = [float(row["distill"]) for row in rows]
+    # the branch starts as a copy of its teacher: no distance at the first step, then it moves away
+    assert distill[0] < 1e-5 and max(distill[1:]) > 1e-5
+    assert run.stored_config(run.load_checkpoint(taught / "restorer.pt"))["teacher_weight"] == 2.0
+    # without a teacher the term is not computed
+    plain = tmp_path / "plain"
+    run.main(["--out", str(plain), "--branch", str(folder), "--override", "steps=2", "--override", "log_every=1"])
+    assert {row["distill"] for row in csv.DictReader((plain / "log.csv").open()) if row["phase"] == "restorer"} == {"0"}
+    with pytest.raises(SystemExit, match="not a run folder with a trained restorer"):
+        run.main(["--out", str(tmp_path / "nowhere"), "--branch", str(folder), "--override", "steps=1",
+                  "--override", f"teacher={tmp_path / 'missing'}", "--override", "teacher_weight=1.0"])
+
+
+def test_teacher_settings_are_validated():
+    with pytest.raises(ValueError, match="needs a teacher"):
+        configs.resolve_config("smoke", teacher_weight=1.0)
+    with pytest.raises(ValueError, match="teacher_tasks must name tasks that are trained"):
+        configs.resolve_config("smoke", teacher="runs/x", teacher_weight=1.0, teacher_tasks=["low_light"])
+    with pytest.raises(ValueError, match="teacher_weight must be >= 0"):
+        configs.resolve_config("smoke", teacher="runs/x", teacher_weight=-1.0)
+    assert configs.resolve_config("smoke", teacher="runs/x").teacher_weight == 0  # loaded only when weighted
 
 
 @needs_datasets

@@ -150,6 +150,13 @@ class TrainConfig:
         stage on wall-clock time and drives the cosine instead of ``steps``.
     warmup_steps : int
         Linear learning-rate warm-up of every phase.
+    teacher, teacher_tasks, teacher_weight :
+        Distillation (not in the paper; off by default): a run folder whose trained
+        restorer (frozen) teaches the restorer on the samples of ``teacher_tasks``, with an
+        extra ``teacher_weight * L1(output, teacher's output)`` on them. A specialist of the
+        same architecture (e.g. one trained on the noise task alone) gives a target without
+        the clean target's irreducible error, which a shared network can match while it
+        learns the other tasks. 0: off (no teacher is loaded).
     router_lr_scale : float
         The expert router's learning rate is ``lr`` times this (1: one group). The router's
         gradient passes through the expert kernels, which start at zero, so it learns slowly.
@@ -249,6 +256,9 @@ class TrainConfig:
     minutes: float | None = 45.0
     warmup_steps: int = 100
     router_lr_scale: float = 1.0
+    teacher: str | None = None
+    teacher_tasks: tuple[str, ...] = ("noise",)
+    teacher_weight: float = 0.0
     l1_weight: float = 1.0
     info_nce_weight: float = 0.1
     clip_weight: float = 0.05
@@ -285,6 +295,16 @@ class TrainConfig:
             raise ValueError(f"region_size must be >= crop_size, got {self.region_size} vs {self.crop_size}")
         if self.data_source not in ("builtin", "folders"):
             raise ValueError(f"data_source must be 'builtin' or 'folders', got {self.data_source!r}")
+        self.teacher_tasks = tuple(self.teacher_tasks)
+        if not self.teacher_weight >= 0:
+            raise ValueError(f"teacher_weight must be >= 0, got {self.teacher_weight}")
+        if self.teacher_weight > 0:
+            if not self.teacher:
+                raise ValueError("teacher_weight > 0 needs a teacher: the run folder of a trained restorer")
+            outside = sorted(set(self.teacher_tasks) - set(self.tasks))
+            if not self.teacher_tasks or outside:
+                raise ValueError(f"teacher_tasks must name tasks that are trained, got {list(self.teacher_tasks)} "
+                                 f"(tasks: {list(self.tasks)})")
         if not self.router_lr_scale > 0:
             raise ValueError(f"router_lr_scale must be positive, got {self.router_lr_scale}")
         if self.perceiver_crop_max is not None and self.perceiver_crop_max < self.perceiver_crop:

@@ -72,7 +72,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 #: Where shipping leaves a small resume checkpoint of a run (weights, step, config).
 RESUME_CHECKPOINTS = REPOSITORY / "training" / "checkpoints"
 PHASES = ("medium0", "medium1", "perceiver", "restorer")
-LOSS_COLUMNS = ("loss", "l1", "info_nce", "clip", "dpl", "frequency")
+LOSS_COLUMNS = ("loss", "l1", "info_nce", "clip", "dpl", "frequency", "distill")
 LOG_COLUMNS = ("step", "stage", "phase", *LOSS_COLUMNS, "accuracy", "psnr", "lr", "seconds")
 
 
@@ -869,6 +869,16 @@ def restorer_groups(restorer: Restorer, config: TrainConfig) -> list[tuple[list[
     return [(rest, config.lr), (router, config.lr * config.router_lr_scale)]
 
 
+def load_teacher(config: TrainConfig, device: torch.device) -> Restorer | None:
+    """The frozen restorer of ``config.teacher`` (a run folder) when ``teacher_weight`` > 0, else None."""
+    if not config.teacher_weight > 0:
+        return None
+    folder = Path(config.teacher)
+    if not (folder / "restorer.pt").exists():
+        raise SystemExit(f"teacher '{folder}' is not a run folder with a trained restorer (no restorer.pt)")
+    return load_run(folder, device)[3]
+
+
 def feature_extractor(config: TrainConfig) -> nn.Module:
     """VGG16 taps when weights are given (the paper), else the fixed random pyramid (documented fallback)."""
     if config.vgg_file:
@@ -904,6 +914,8 @@ def train_restorer(config: TrainConfig, mediums: list[tuple[Restorer, tuple[str,
     state_metrics: dict[str, Any] = {"proxy_task_mask": {task.name: task_mask[:, t].tolist() for t, task in enumerate(tasks)}}
     beta = torch.full((len(medium_models), n_tasks), config.beta_hard)
     proxy_psnr = torch.stack([task_psnr(m, probe, n_tasks, device) for m in medium_models])
+    teacher = load_teacher(config, device)
+    taught = torch.tensor([task.name in config.teacher_tasks for task in tasks], device=device)
 
     def measure_beta(step: int) -> dict[str, float]:
         """beta_k = beta_hard where proxy k is at least as good as the current model on the probe set."""
@@ -934,14 +946,20 @@ def train_restorer(config: TrainConfig, mediums: list[tuple[Restorer, tuple[str,
             dpl = (difficulty_adaptive_perceptual_loss(features, restored, clean, degraded, proxies, proxy_weights)
                    if config.dpl_weight > 0 else zero)
             frequency = frequency_l1(restored, clean) if config.frequency_weight > 0 else zero
+            distill = zero
+            chosen = taught[task] if teacher is not None else None
+            if chosen is not None and bool(chosen.any()):
+                with torch.no_grad():
+                    target = teacher(degraded[chosen]).float()
+                distill = F.l1_loss(restored[chosen], target)
         loss = (config.l1_weight * l1 + config.info_nce_weight * nce + config.clip_weight * quality
-                + config.dpl_weight * dpl + config.frequency_weight * frequency)
+                + config.dpl_weight * dpl + config.frequency_weight * frequency + config.teacher_weight * distill)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         return {"loss": loss.item(), "l1": l1.item(), "info_nce": nce.item(), "clip": quality.item(), "dpl": dpl.item(),
-                "frequency": frequency.item()}
+                "frequency": frequency.item(), "distill": distill.item()}
 
     def load_extra(state: dict[str, Any]) -> None:
         # the stored beta is not loaded: measure_beta runs when the phase starts (also after a
@@ -1007,7 +1025,8 @@ def loss_description(config: TrainConfig) -> str:
     """The stage-2 loss of ``config`` in words, e.g. ``L1 + 0.1 InfoNCE(CFE, tau 0.1)``."""
     terms = [(config.l1_weight, "L1"), (config.info_nce_weight, f"InfoNCE(CFE, tau {config.temperature:g})"),
              (config.clip_weight, "L_clip(frozen stage-1 perceiver)"), (config.dpl_weight, "L_dpl"),
-             (config.frequency_weight, "L1(FFT)")]
+             (config.frequency_weight, "L1(FFT)"),
+             (config.teacher_weight, f"L1(teacher {config.teacher} on {', '.join(config.teacher_tasks)})")]
     return " + ".join(name if weight == 1 else f"{weight:g} {name}" for weight, name in terms if weight)
 
 

@@ -641,6 +641,10 @@ def test_a_teacher_distils_its_tasks_into_the_restorer(smoke_run, tmp_path):
     # the branch starts as a copy of its teacher: no distance at the first step, then it moves away
     assert distill[0] < 1e-5 and max(distill[1:]) > 1e-5
     assert run.stored_config(run.load_checkpoint(taught / "restorer.pt"))["teacher_weight"] == 2.0
+    # a branch of the taught run does not inherit the teacher (its folder may be gone); it may name one
+    after = tmp_path / "after"
+    run.main(["--out", str(after), "--branch", str(taught), "--override", "steps=1"])
+    assert run.stored_config(run.load_checkpoint(after / "restorer.pt"))["teacher_weight"] == 0
     # without a teacher the term is not computed
     plain = tmp_path / "plain"
     run.main(["--out", str(plain), "--branch", str(folder), "--override", "steps=2", "--override", "log_every=1"])

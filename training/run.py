@@ -1185,6 +1185,8 @@ def resolve(arguments: argparse.Namespace, run_folder: Path) -> TrainConfig:
                              "or choose another --out")
         stored = stored_config(load_checkpoint(source / "restorer.pt"))
         stored["init_from"] = str(source / "restorer.pt")
+        # a teacher belongs to the phase it taught (a folder of that session): a branch names its own
+        stored.update(teacher=None, teacher_weight=0.0)
         stored.update(overrides)
         return config_from_dict(stored)
     if arguments.resume or arguments.ship:

@@ -43,7 +43,7 @@ __all__ = [
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ZOO_FILE = WEIGHTS_DIR / "zoo.json"
-DEFAULT_RESTORER = "compact-allinone.v18"
+DEFAULT_RESTORER = "compact-allinone.v19"
 DEFAULT_PERCEIVER = "tiny-clip-perceiver.v3"
 FORMAT_VERSION = "1"
 

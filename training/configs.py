@@ -150,6 +150,9 @@ class TrainConfig:
         stage on wall-clock time and drives the cosine instead of ``steps``.
     warmup_steps : int
         Linear learning-rate warm-up of every phase.
+    router_lr_scale : float
+        The expert router's learning rate is ``lr`` times this (1: one group). The router's
+        gradient passes through the expert kernels, which start at zero, so it learns slowly.
     teacher, teacher_tasks, teacher_weight :
         Distillation (not in the paper; off by default): a run folder whose trained
         restorer (frozen) teaches the restorer on the samples of ``teacher_tasks``, with an
@@ -157,9 +160,6 @@ class TrainConfig:
         same architecture (e.g. one trained on the noise task alone) gives a target without
         the clean target's irreducible error, which a shared network can match while it
         learns the other tasks. 0: off (no teacher is loaded).
-    router_lr_scale : float
-        The expert router's learning rate is ``lr`` times this (1: one group). The router's
-        gradient passes through the expert kernels, which start at zero, so it learns slowly.
     l1_weight, info_nce_weight, clip_weight, dpl_weight : float
         Loss weights (paper: 1, 0.1, 0.05, 0.1).
     frequency_weight : float

@@ -947,8 +947,8 @@ def train_restorer(config: TrainConfig, mediums: list[tuple[Restorer, tuple[str,
                    if config.dpl_weight > 0 else zero)
             frequency = frequency_l1(restored, clean) if config.frequency_weight > 0 else zero
             distill = zero
-            chosen = taught[task] if teacher is not None else None
-            if chosen is not None and bool(chosen.any()):
+            if teacher is not None and bool(taught[task].any()):
+                chosen = taught[task]
                 with torch.no_grad():
                     target = teacher(degraded[chosen]).float()
                 distill = F.l1_loss(restored[chosen], target)
